@@ -1,0 +1,84 @@
+"""Helpers shared by the command modules: consoles, progress bars, JSON output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from mnistlab.train import Callback, TrainState
+
+# Rich wraps at 80 columns when not on a terminal; logs and pipes read better unwrapped.
+out = Console(highlight=False)  # results, on stdout
+if not out.is_terminal:
+    out = Console(highlight=False, width=160)
+err = Console(stderr=True, highlight=False)  # progress and notes, on stderr
+if not err.is_terminal:
+    err = Console(stderr=True, highlight=False, width=160)
+
+DataDirOption = dict(help="Folder holding the MNIST IDX files (default: $MNISTLAB_DATA, then the cache).")
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def fmt_metrics(m: dict[str, Any]) -> str:
+    parts = [f"loss {m['loss']:.4f}", f"acc {m['acc']:.4f}"]
+    if "val_loss" in m:
+        parts += [f"val_loss {m['val_loss']:.4f}", f"val_acc {m['val_acc']:.4f}"]
+    parts += [f"lr {m['lr']:.3g}", f"{m['seconds']:.1f}s"]
+    return " - ".join(parts)
+
+
+class ProgressBar(Callback):
+    """A rich progress bar with running loss and accuracy; Keras-like epoch lines on stderr.
+
+    The bar only draws on a terminal; epoch lines are printed unless `quiet`.
+    """
+
+    def __init__(self, quiet: bool = False, every: int = 20):
+        self.quiet = quiet
+        self.every = every  # batches between bar refreshes (.item() is a sync point on GPUs)
+        self.live = err.is_terminal and not quiet
+        self.progress: Progress | None = None
+        self.task = None
+
+    def on_train_begin(self, state: TrainState) -> None:
+        if self.live:
+            self.progress = Progress(
+                TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]:.4f}"),
+                TimeRemainingColumn(),
+                console=err,
+                transient=True,
+            )
+            self.progress.start()
+
+    def on_batch_end(self, state: TrainState, loss: torch.Tensor) -> None:
+        if self.progress is None:
+            return
+        in_epoch = (state.step - 1) % state.steps_per_epoch + 1
+        if self.task is None or in_epoch == 1:
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+            self.task = self.progress.add_task(
+                "train", total=state.steps_per_epoch, epoch=state.epoch, epochs=state.config.train.epochs, loss=0.0
+            )
+        if in_epoch % self.every == 0 or in_epoch == state.steps_per_epoch:
+            self.progress.update(self.task, completed=in_epoch, loss=float(loss))
+
+    def on_epoch_end(self, state: TrainState, metrics: dict[str, Any]) -> None:
+        if not self.quiet:
+            err.print(f"epoch {metrics['epoch']}/{state.config.train.epochs} - {fmt_metrics(metrics)}")
+
+    def on_train_end(self, state: TrainState) -> None:
+        if self.progress is not None:
+            self.progress.stop()

@@ -1,0 +1,236 @@
+"""Run configuration: frozen dataclasses, and typed overrides from strings (CLI) or TOML values.
+
+A run is a pure function of its `RunConfig` (model name + model config + train/data/augment
+sections + seed). Every knob a study turns is a field here or in a model's config dataclass,
+addressed as `section.field` ("train.lr", "data.subsample", "model.hidden") or, when the name is
+unambiguous, as the bare field name ("hidden", "epochs").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
+
+from mnistlab.errors import ConfigError
+
+Optimizer = Literal["sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw", "adadelta"]
+Schedule = Literal["constant", "step", "plateau", "onecycle", "cosine"]
+Monitor = Literal["", "val_loss", "val_acc", "loss", "acc"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 1
+    batch_size: int = 32  # Keras' default
+    optimizer: Optimizer = "rmsprop"
+    lr: float = 0.0  # 0 = the optimizer's Keras default (see train.KERAS_DEFAULT_LR)
+    momentum: float = 0.0  # sgd only; "momentum"/"nesterov" use 0.9 when this is 0
+    weight_decay: float = 0.0
+    eps: float = 1e-7  # Keras' epsilon for rmsprop/adam/adadelta (PyTorch uses 1e-8 / 1e-6)
+    rho: float = 0.9  # rmsprop's decay (Keras default 0.9; adadelta uses 0.95 when this is 0.9)
+    label_smoothing: float = 0.0
+    schedule: Schedule = "constant"
+    step_size: int = 1  # "step": epochs between decays
+    gamma: float = 0.7  # "step": decay factor per step_size epochs
+    plateau_monitor: Monitor = "val_acc"
+    plateau_patience: int = 3  # epochs without improvement before the lr is cut
+    plateau_factor: float = 0.5
+    min_lr: float = 1e-5
+    warmup: float = 0.25  # "onecycle": fraction of steps spent warming up
+    monitor: Monitor = ""  # keep the best epoch by this metric and restore it (ModelCheckpoint)
+    early_stop: int = 0  # stop after this many epochs without improvement of `monitor` (0 = never)
+    grad_clip: float = 0.0  # max global grad norm (0 = off)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    scale: bool = True  # divide pixels by 255 (seed 1.7 turns this off)
+    train_fraction: float = 1.0  # keep the FIRST fraction of the training set (seed 0.5)
+    train_limit: int = 0  # keep a seeded random subset of this many training images (0 = all)
+    test_limit: int = 0  # evaluate on the first N test images only (0 = all; for quick runs)
+    val_split: float = 0.0  # hold out this fraction of the training set for validation
+    val_mode: Literal["last", "random"] = "last"  # "last" = Keras' validation_split semantics
+    subsample: Literal["none", "random", "half", "down4"] = "none"  # seed 0.4, see transforms.py
+    subsample_keep: float = 0.5  # "random": fraction of pixels kept
+    upsample: bool = False  # resize a sub-sampled image back to 28x28 (a seed-0.4 mitigation)
+    invert: Literal["none", "add", "only"] = "none"  # seed 4.1: add an inverted copy, or use only it
+    channels: int = 1  # 3 repeats the grey channel, as seed 004's RGB input
+    eval_inverted: bool = False  # also report accuracy on the inverted test set
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Per-batch random affine augmentation (Keras ImageDataGenerator-like). 0 disables a term."""
+
+    rotate: float = 0.0  # max rotation, degrees
+    zoom: float = 0.0  # max relative zoom, e.g. 0.1 = ±10 %
+    shift: float = 0.0  # max shift as a fraction of width/height
+    shear: float = 0.0  # max shear, degrees
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: str
+    model_config: Any  # the model family's frozen config dataclass
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "model_config": dataclasses.asdict(self.model_config),
+            "train": dataclasses.asdict(self.train),
+            "data": dataclasses.asdict(self.data),
+            "augment": dataclasses.asdict(self.augment),
+            "seed": self.seed,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+SECTIONS = ("model", "train", "data", "augment")
+
+
+def _section_obj(cfg: RunConfig, section: str) -> Any:
+    return cfg.model_config if section == "model" else getattr(cfg, section)
+
+
+def _field_types(obj: Any) -> dict[str, Any]:
+    hints = typing.get_type_hints(type(obj))
+    return {f.name: hints[f.name] for f in fields(obj)}
+
+
+def parse_value(raw: Any, typ: Any, key: str) -> Any:
+    """Convert `raw` (a CLI string or a TOML value) to `typ`, or raise a ConfigError naming `key`."""
+    origin = typing.get_origin(typ)
+    if origin is Literal:
+        choices = typing.get_args(typ)
+        if raw not in choices:
+            raise ConfigError(f"bad value {raw!r} for {key}: choose one of {', '.join(map(repr, choices))}")
+        return raw
+    if origin in (types.UnionType, typing.Union):  # e.g. int | None
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        if raw is None or (isinstance(raw, str) and raw.lower() == "none"):
+            return None
+        return parse_value(raw, args[0], key)
+    if origin is tuple:
+        item_t = typing.get_args(typ)[0]
+        items = raw
+        if isinstance(raw, str):
+            items = [s for s in raw.replace("x", ",").split(",") if s.strip()]
+        elif isinstance(raw, int | float):
+            items = [raw]
+        if not isinstance(items, list | tuple):
+            raise ConfigError(f"bad value {raw!r} for {key}: expected a comma-separated list")
+        return tuple(parse_value(i.strip() if isinstance(i, str) else i, item_t, key) for i in items)
+    if typ is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(raw, str) and raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"bad value {raw!r} for {key}: expected true or false")
+    if typ is int:
+        if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+            raise ConfigError(f"bad value {raw!r} for {key}: expected an integer")
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"bad value {raw!r} for {key}: expected an integer") from None
+    if typ is float:
+        if isinstance(raw, bool):
+            raise ConfigError(f"bad value {raw!r} for {key}: expected a number")
+        try:
+            return float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"bad value {raw!r} for {key}: expected a number") from None
+    if typ is str:
+        if not isinstance(raw, str):
+            raise ConfigError(f"bad value {raw!r} for {key}: expected a string")
+        return raw
+    raise ConfigError(f"cannot set {key}: unsupported field type {typ}")  # pragma: no cover
+
+
+def valid_keys(cfg: RunConfig) -> list[str]:
+    keys = [f"{s}.{f.name}" for s in SECTIONS for f in fields(_section_obj(cfg, s))]
+    return keys + ["seed"]
+
+
+def _resolve_key(cfg: RunConfig, key: str) -> tuple[str, str]:
+    if key == "seed":
+        return "seed", "seed"
+    if "." in key:
+        section, name = key.split(".", 1)
+        if section in SECTIONS and name in {f.name for f in fields(_section_obj(cfg, section))}:
+            return section, name
+    else:
+        owners = [s for s in SECTIONS if key in {f.name for f in fields(_section_obj(cfg, s))}]
+        if len(owners) == 1:
+            return owners[0], key
+        if len(owners) > 1:
+            raise ConfigError(f"ambiguous key {key!r}: write one of {', '.join(f'{o}.{key}' for o in owners)}")
+    raise ConfigError(f"unknown key {key!r} for model {cfg.model!r}; valid keys: {', '.join(valid_keys(cfg))}")
+
+
+def apply_overrides(cfg: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:
+    """Return a copy of `cfg` with `overrides` ({"train.lr": "0.1", "hidden": 2048, ...}) applied."""
+    changes: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    seed = cfg.seed
+    for key, raw in overrides.items():
+        section, name = _resolve_key(cfg, key)
+        if section == "seed":
+            seed = parse_value(raw, int, "seed")
+            continue
+        typ = _field_types(_section_obj(cfg, section))[name]
+        changes[section][name] = parse_value(raw, typ, f"{section}.{name}")
+    try:
+        return replace(
+            cfg,
+            model_config=replace(cfg.model_config, **changes["model"]),
+            train=replace(cfg.train, **changes["train"]),
+            data=replace(cfg.data, **changes["data"]),
+            augment=replace(cfg.augment, **changes["augment"]),
+            seed=seed,
+        )
+    except ValueError as e:  # a __post_init__ check of a config dataclass
+        raise ConfigError(str(e)) from None
+
+
+def parse_assignments(items: list[str] | None) -> dict[str, str]:
+    """["hidden=2048", "train.lr=0.1"] -> {"hidden": "2048", "train.lr": "0.1"}."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"bad --set {item!r}: expected KEY=VALUE, e.g. --set hidden=2048")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def run_config_from_dict(d: Mapping[str, Any]) -> RunConfig:
+    """Rebuild a RunConfig from `RunConfig.to_dict()` output (a run record's config.json)."""
+    from mnistlab.models import default_config  # late: models import config
+
+    try:
+        base = RunConfig(model=d["model"], model_config=default_config(d["model"]))
+    except KeyError as e:
+        raise ConfigError(f"config has no {e.args[0]!r} entry") from None
+    flat: dict[str, Any] = {}
+    for section in SECTIONS:
+        src = d.get("model_config" if section == "model" else section, {}) or {}
+        known = {f.name for f in fields(_section_obj(base, section))}
+        for name, value in src.items():
+            if name not in known:
+                raise ConfigError(f"config has an unknown field {section}.{name}")
+            flat[f"{section}.{name}"] = list(value) if isinstance(value, list) else value
+    flat["seed"] = d.get("seed", 0)
+    return apply_overrides(base, flat)

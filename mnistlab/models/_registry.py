@@ -1,0 +1,95 @@
+"""Name -> model factory registry (timm-style): `@register_model` fills it, `create_model` reads it."""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from mnistlab.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    config: Any  # the default (frozen dataclass) config
+    build: Callable[[Any], nn.Module]
+    seed: str = ""  # the seed experiment it reproduces ("0.1"), or "" for our own
+    description: str = ""
+    recipe: Mapping[str, Any] = field(default_factory=dict)  # the seed's training recipe, as overrides
+
+
+_MODELS: dict[str, ModelSpec] = {}
+
+
+def register_model(
+    name: str,
+    config: Any,
+    *,
+    seed: str = "",
+    description: str = "",
+    recipe: Mapping[str, Any] | None = None,
+) -> Callable[[Callable[[Any], nn.Module]], Callable[[Any], nn.Module]]:
+    """Register `build(config) -> nn.Module` under `name` with its default config."""
+    if not dataclasses.is_dataclass(config) or not type(config).__dataclass_params__.frozen:
+        raise TypeError(f"model {name!r}: config must be a frozen dataclass instance")
+
+    def deco(build: Callable[[Any], nn.Module]) -> Callable[[Any], nn.Module]:
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} registered twice")
+        _MODELS[name] = ModelSpec(name, config, build, seed, description, dict(recipe or {}))
+        return build
+
+    return deco
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return _MODELS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r}; available: {', '.join(list_models())}") from None
+
+
+def default_config(name: str) -> Any:
+    return get_spec(name).config
+
+
+def create_model(name: str, config: Any | None = None, **overrides: Any) -> nn.Module:
+    """Build model `name` from `config` (default: the registered one) with field `overrides`."""
+    spec = get_spec(name)
+    cfg = spec.config if config is None else config
+    if type(cfg) is not type(spec.config):
+        raise ConfigError(f"model {name!r} takes a {type(spec.config).__name__}, not {type(cfg).__name__}")
+    if overrides:
+        try:
+            cfg = dataclasses.replace(cfg, **overrides)
+        except TypeError as e:
+            raise ConfigError(f"model {name!r}: {e}") from None
+    model = spec.build(cfg)
+    model.model_name = name
+    model.config = cfg
+    return model
+
+
+def keras_param_count(model: nn.Module) -> tuple[int, int]:
+    """(total, trainable) the way Keras' model.summary() counts them.
+
+    Keras counts BatchNormalization's moving mean and variance as non-trainable params; PyTorch
+    keeps them as buffers (plus an int64 `num_batches_tracked`, which Keras has no twin of).
+    """
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    moving = sum(
+        m.running_mean.numel() + m.running_var.numel()
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
+    )
+    return trainable + frozen + moving, trainable

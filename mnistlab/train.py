@@ -1,0 +1,285 @@
+"""The training loop: `train(config, model, splits) -> TrainResult`, and `evaluate`.
+
+Data stays in tensors on the device; a batch is `x[perm[i:i+b]]` (no DataLoader, no per-sample
+Python). Everything that is not the optimisation itself (progress bars, run records, activation
+snapshots, time-to-accuracy probes) is a Callback, and callback time is excluded from
+`train_seconds`, which counts only the training steps.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mnistlab.augment import augment_batch, is_active
+from mnistlab.config import RunConfig, TrainConfig
+from mnistlab.dataset import Split, Splits
+from mnistlab.errors import ConfigError
+
+# Keras' default learning rates (tf.keras 2.x); "lr = 0" in a TrainConfig means "use these".
+KERAS_DEFAULT_LR = {
+    "sgd": 0.01,
+    "momentum": 0.01,
+    "nesterov": 0.01,
+    "rmsprop": 0.001,
+    "adam": 0.001,
+    "adamw": 0.001,
+    "adadelta": 0.001,
+}
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    """`name` if given ("cpu", "cuda", "cuda:1"), else CUDA when present, else the CPU."""
+    if name:
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError("--device cuda asked for, but no CUDA device is available")
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)  # also seeds CUDA: model init and dropout draw from here
+
+
+def make_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
+    lr = cfg.lr or KERAS_DEFAULT_LR[cfg.optimizer]
+    wd = cfg.weight_decay
+    match cfg.optimizer:
+        case "sgd":
+            return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=wd)
+        case "momentum" | "nesterov":
+            return torch.optim.SGD(
+                params, lr=lr, momentum=cfg.momentum or 0.9, nesterov=cfg.optimizer == "nesterov", weight_decay=wd
+            )
+        case "rmsprop":
+            return torch.optim.RMSprop(params, lr=lr, alpha=cfg.rho, eps=cfg.eps, weight_decay=wd)
+        case "adam":
+            return torch.optim.Adam(params, lr=lr, eps=cfg.eps, weight_decay=wd)
+        case "adamw":
+            # Keras' AdamW default weight decay is 0.004
+            return torch.optim.AdamW(params, lr=lr, eps=cfg.eps, weight_decay=wd or 0.004)
+        case "adadelta":
+            rho = 0.95 if cfg.rho == 0.9 else cfg.rho  # 0.9 is rmsprop's default; Adadelta's is 0.95
+            return torch.optim.Adadelta(params, lr=lr, rho=rho, eps=cfg.eps, weight_decay=wd)
+    raise ConfigError(f"unknown optimizer {cfg.optimizer!r}")  # pragma: no cover
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> tuple[Any, str]:
+    """(scheduler or None, when it steps: "step", "epoch" or "metric")."""
+    match cfg.schedule:
+        case "constant":
+            return None, "epoch"
+        case "step":
+            return torch.optim.lr_scheduler.StepLR(opt, cfg.step_size, cfg.gamma), "epoch"
+        case "plateau":
+            mode = "max" if cfg.plateau_monitor.endswith("acc") else "min"
+            # threshold_mode="abs" with 1e-4 matches Keras' min_delta semantics.
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, mode, factor=cfg.plateau_factor, patience=cfg.plateau_patience,
+                threshold=1e-4, threshold_mode="abs", min_lr=cfg.min_lr,
+            )  # fmt: skip
+            return sched, "metric"
+        case "onecycle":
+            lr = opt.param_groups[0]["lr"]
+            total = max(1, cfg.epochs * steps_per_epoch)
+            group = opt.param_groups[0]
+            cycle_momentum = "betas" in group or group.get("momentum", 0) > 0  # Adadelta, plain SGD: none
+            sched = torch.optim.lr_scheduler.OneCycleLR(
+                opt, lr, total_steps=total, pct_start=cfg.warmup, cycle_momentum=cycle_momentum
+            )
+            return sched, "step"
+        case "cosine":
+            total = max(1, cfg.epochs * steps_per_epoch)
+            return torch.optim.lr_scheduler.CosineAnnealingLR(opt, total), "step"
+    raise ConfigError(f"unknown schedule {cfg.schedule!r}")  # pragma: no cover
+
+
+@dataclass
+class TrainState:
+    """What callbacks see. Setting `stop = True` ends training after the current batch."""
+
+    config: RunConfig
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    splits: Splits
+    device: torch.device
+    epoch: int = 0  # 1-based once training has started
+    step: int = 0  # optimiser steps taken so far
+    steps_per_epoch: int = 0
+    train_seconds: float = 0.0  # training-step time so far (callbacks excluded)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stop: bool = False
+
+
+class Callback:
+    def on_train_begin(self, state: TrainState) -> None: ...
+    def on_batch_end(self, state: TrainState, loss: torch.Tensor) -> None: ...
+    def on_epoch_end(self, state: TrainState, metrics: dict[str, Any]) -> None: ...
+    def on_train_end(self, state: TrainState) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, Any]]  # one dict per epoch
+    best_epoch: int | None  # the restored epoch when train.monitor is set
+    train_seconds: float  # training steps only
+    wall_seconds: float  # everything, validation and callbacks included
+    stopped_early: bool
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, batch_size: int = 1000) -> dict[str, Any]:
+    """Loss, accuracy and the 10x10 confusion matrix (rows: true label, columns: prediction)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    loss_sum = torch.zeros((), device=device)
+    confusion = torch.zeros(100, dtype=torch.long, device=device)
+    for i in range(0, len(split), batch_size):
+        x = split.x[i : i + batch_size].to(device, non_blocking=True)
+        y = split.y[i : i + batch_size].to(device, non_blocking=True)
+        logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        confusion += torch.bincount(y * 10 + logits.argmax(1), minlength=100)
+    model.train(was_training)
+    n = max(1, len(split))
+    cm = confusion.view(10, 10).cpu()
+    return {
+        "loss": float(loss_sum) / n,
+        "acc": float(cm.diag().sum()) / n,
+        "n": len(split),
+        "confusion": cm.tolist(),
+    }
+
+
+def _check_monitors(cfg: TrainConfig, has_val: bool) -> None:
+    for what, metric in (("train.monitor", cfg.monitor), ("train.plateau_monitor", cfg.plateau_monitor)):
+        if what == "train.plateau_monitor" and cfg.schedule != "plateau":
+            continue
+        if metric.startswith("val_") and not has_val:
+            raise ConfigError(f"{what}={metric} needs a validation set: set data.val_split > 0")
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise ConfigError(f"bad training length: epochs={cfg.epochs}, batch_size={cfg.batch_size}")
+
+
+def _improved(metric: str, value: float, best: float | None) -> bool:
+    if best is None:
+        return True
+    return value > best if metric.endswith("acc") else value < best
+
+
+def train(
+    cfg: RunConfig,
+    model: nn.Module,
+    splits: Splits,
+    device: torch.device | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> TrainResult:
+    """Train `model` in place by `cfg.train` on `splits.train`; validate on `splits.val` each epoch."""
+    tc = cfg.train
+    _check_monitors(tc, splits.val is not None)
+    device = device or next(model.parameters()).device
+    model.to(device)
+    train_x, train_y = splits.train.x.to(device), splits.train.y.to(device)
+    n = len(train_y)
+    steps_per_epoch = -(-n // tc.batch_size)
+    opt = make_optimizer(model.parameters(), tc)
+    sched, sched_when = make_scheduler(opt, tc, steps_per_epoch)
+    shuffle_gen = torch.Generator().manual_seed(cfg.seed)  # batch order
+    aug_gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)  # augmentation draws
+    augment = is_active(cfg.augment)
+    state = TrainState(cfg, model, opt, splits, device, steps_per_epoch=steps_per_epoch)
+    best_value: float | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    best_epoch: int | None = None
+    since_best = 0
+    wall0 = time.perf_counter()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    for cb in callbacks:
+        cb.on_train_begin(state)
+    for epoch in range(1, tc.epochs + 1):
+        state.epoch = epoch
+        model.train()
+        epoch0 = time.perf_counter()
+        in_callbacks = 0.0
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        perm = torch.randperm(n, generator=shuffle_gen).to(device)
+        for i in range(0, n, tc.batch_size):
+            idx = perm[i : i + tc.batch_size]
+            xb, yb = train_x[idx], train_y[idx]
+            if augment:
+                xb = augment_batch(xb, cfg.augment, aug_gen)
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb, label_smoothing=tc.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if tc.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            opt.step()
+            if sched_when == "step" and sched is not None:
+                sched.step()
+            state.step += 1
+            with torch.no_grad():
+                loss_sum += loss.detach() * len(yb)
+                correct += (logits.argmax(1) == yb).sum()
+            if callbacks:
+                t = time.perf_counter()
+                for cb in callbacks:
+                    cb.on_batch_end(state, loss)
+                in_callbacks += time.perf_counter() - t
+            if state.stop:
+                break
+        sync()
+        epoch_train_seconds = time.perf_counter() - epoch0 - in_callbacks
+        state.train_seconds += epoch_train_seconds
+        seen = min(n, (i + tc.batch_size))
+        metrics: dict[str, Any] = {
+            "epoch": epoch,
+            "loss": float(loss_sum) / seen,
+            "acc": float(correct) / seen,
+            "lr": opt.param_groups[0]["lr"],
+            "train_seconds": epoch_train_seconds,
+        }
+        if splits.val is not None:
+            v = evaluate(model, splits.val)
+            metrics["val_loss"], metrics["val_acc"] = v["loss"], v["acc"]
+        metrics["seconds"] = time.perf_counter() - epoch0  # the whole epoch, validation included
+        state.history.append(metrics)
+
+        if sched is not None and sched_when == "epoch":
+            sched.step()
+        elif sched is not None and sched_when == "metric":
+            sched.step(metrics[tc.plateau_monitor])
+        if tc.monitor:
+            if _improved(tc.monitor, metrics[tc.monitor], best_value):
+                best_value, best_epoch, since_best = metrics[tc.monitor], epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                since_best += 1
+            if tc.early_stop and since_best >= tc.early_stop:
+                state.stop = True
+        for cb in callbacks:
+            cb.on_epoch_end(state, metrics)
+        if state.stop:
+            break
+
+    if best_state is not None:
+        model.load_state_dict(best_state)  # ModelCheckpoint(save_best_only) + load_weights
+    for cb in callbacks:
+        cb.on_train_end(state)
+    return TrainResult(
+        history=state.history,
+        best_epoch=best_epoch,
+        train_seconds=state.train_seconds,
+        wall_seconds=time.perf_counter() - wall0,
+        stopped_early=state.stop and state.epoch < tc.epochs,
+    )
