@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from mnistlab import runs
+from mnistlab.checkpoint import Checkpoint
 from mnistlab.config import RunConfig
 from mnistlab.data import MNIST, load_mnist
 from mnistlab.dataset import Splits, prepare_splits
@@ -52,8 +53,12 @@ def run_experiment(
     device: str | torch.device | None = None,
     callbacks: Sequence[Callback] = (),
     mnist: MNIST | None = None,
+    resume: Checkpoint | None = None,
 ) -> Outcome:
-    """Train `cfg` and test it. With `record`, leaves a complete run folder (see runs.py)."""
+    """Train `cfg` and test it. With `record`, leaves a complete run folder (see runs.py).
+
+    `resume` continues an interrupted run (its checkpoint; `run_dir` must be that run's folder).
+    """
     device = device if isinstance(device, torch.device) else pick_device(device)
     mnist = mnist or load_mnist(data_dir)
     splits = prepare_splits(mnist, cfg.data, cfg.seed)
@@ -63,7 +68,7 @@ def run_experiment(
     cbs = list(callbacks)
     if record:
         cbs.append(runs.RunRecorder(run_dir))
-    tr = train(cfg, model, splits, device, cbs)
+    tr = train(cfg, model, splits, device, cbs, resume=resume)
     t0 = time.perf_counter()
     test = evaluate(model, splits.test)
     extra = {name: evaluate(model, split) for name, split in splits.extra_tests.items()}

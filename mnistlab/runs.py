@@ -4,6 +4,8 @@
 <run>/metrics.jsonl        one JSON line per completed epoch, rewritten after each epoch
 <run>/weights.safetensors  the weights after the last completed epoch; at the end, the final
                            (best-restored) weights
+<run>/checkpoint.safetensors  everything needed to resume after the last completed epoch
+                           (see checkpoint.py); removed once the run is complete
 <run>/result.json          final test metrics, confusion matrix, timings; written LAST, so its
                            presence means the run is complete
 """
@@ -26,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from mnistlab import checkpoint
 from mnistlab.config import RunConfig, run_config_from_dict
 from mnistlab.errors import ConfigError, MnistlabError, RunError
 from mnistlab.train import Callback, TrainState
@@ -133,7 +136,11 @@ def new_run_dir(name: str, seed: int, root: Path | None = None) -> Path:
 
 
 class RunRecorder(Callback):
-    """Writes config.json at the start, metrics.jsonl and weights after every epoch."""
+    """Writes config.json at the start; a checkpoint, metrics.jsonl and weights after every epoch.
+
+    The checkpoint is written first and is the source of truth for `--resume`: if an interrupt
+    lands between the three writes, metrics.jsonl and weights may lag one epoch, never lead.
+    """
 
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
@@ -150,6 +157,7 @@ class RunRecorder(Callback):
 
     def on_epoch_end(self, state: TrainState, metrics: dict[str, Any]) -> None:
         try:
+            checkpoint.save(checkpoint.capture(state), self.run_dir / checkpoint.CHECKPOINT)
             lines = "".join(json.dumps(m, sort_keys=True) + "\n" for m in state.history)
             atomic_write_bytes(self.run_dir / METRICS, lines.encode())
             save_weights(state.model, self.run_dir / WEIGHTS, state.config.model)
@@ -161,6 +169,7 @@ def write_result(run_dir: Path, model: nn.Module, model_name: str, result: dict[
     try:
         save_weights(model, run_dir / WEIGHTS, model_name)
         atomic_write_json(run_dir / RESULT, result)
+        (run_dir / checkpoint.CHECKPOINT).unlink(missing_ok=True)  # complete: nothing to resume
     except OSError as e:
         raise RunError(f"cannot write the run record in {run_dir}: {e.strerror}") from None
 
@@ -207,16 +216,22 @@ class LoadedRun:
     result: dict[str, Any] | None  # None while the run is incomplete
 
 
+def load_run_config(path: Path) -> RunConfig:
+    """The RunConfig recorded in a run folder."""
+    try:
+        return run_config_from_dict(read_json(path / CONFIG))
+    except RunError:
+        raise
+    except MnistlabError as e:
+        raise RunError(f"{path / CONFIG}: {e}") from None
+
+
 def load_run(ref: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
     """Rebuild a run's model through the registry from its config and load its weights."""
     from mnistlab.models import create_model  # late: keeps `import mnistlab.runs` light
 
     path = resolve_run(ref)
-    raw = read_json(path / CONFIG)
-    try:
-        cfg = run_config_from_dict(raw)
-    except MnistlabError as e:
-        raise RunError(f"{path / CONFIG}: {e}") from None
+    cfg = load_run_config(path)
     model = create_model(cfg.model, cfg.model_config)
     apply_weights(model, load_weights(path / WEIGHTS), path / WEIGHTS)
     model.to(device).eval()

@@ -116,6 +116,13 @@ class TrainState:
     train_seconds: float = 0.0  # training-step time so far (callbacks excluded)
     history: list[dict[str, Any]] = field(default_factory=list)
     stop: bool = False
+    # What a checkpoint must hold besides the model and optimizer (see checkpoint.py):
+    scheduler: Any = None
+    generators: dict[str, torch.Generator] = field(default_factory=dict)  # batch order, augmentation
+    best_value: float | None = None  # of train.monitor
+    best_epoch: int | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    since_best: int = 0
 
 
 class Callback:
@@ -181,8 +188,13 @@ def train(
     splits: Splits,
     device: torch.device | None = None,
     callbacks: Sequence[Callback] = (),
+    resume: Any = None,
 ) -> TrainResult:
-    """Train `model` in place by `cfg.train` on `splits.train`; validate on `splits.val` each epoch."""
+    """Train `model` in place by `cfg.train` on `splits.train`; validate on `splits.val` each epoch.
+
+    `resume` (a checkpoint.Checkpoint of this same config) continues after its last epoch and
+    ends exactly where an uninterrupted run would (same batches, dropout masks and updates).
+    """
     tc = cfg.train
     _check_monitors(tc, splits.val is not None)
     device = device or next(model.parameters()).device
@@ -195,17 +207,18 @@ def train(
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)  # batch order
     aug_gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)  # augmentation draws
     augment = is_active(cfg.augment)
-    state = TrainState(cfg, model, opt, splits, device, steps_per_epoch=steps_per_epoch)
-    best_value: float | None = None
-    best_state: dict[str, torch.Tensor] | None = None
-    best_epoch: int | None = None
-    since_best = 0
+    state = TrainState(cfg, model, opt, splits, device, steps_per_epoch=steps_per_epoch, scheduler=sched)
+    state.generators = {"shuffle": shuffle_gen, "augment": aug_gen}
+    if resume is not None:
+        from mnistlab import checkpoint  # late: checkpoint is only needed to resume
+
+        checkpoint.restore(state, resume)
     wall0 = time.perf_counter()
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     for cb in callbacks:
         cb.on_train_begin(state)
-    for epoch in range(1, tc.epochs + 1):
+    for epoch in range(state.epoch + 1, tc.epochs + 1):
         state.epoch = epoch
         model.train()
         epoch0 = time.perf_counter()
@@ -260,25 +273,25 @@ def train(
         elif sched is not None and sched_when == "metric":
             sched.step(metrics[tc.plateau_monitor])
         if tc.monitor:
-            if _improved(tc.monitor, metrics[tc.monitor], best_value):
-                best_value, best_epoch, since_best = metrics[tc.monitor], epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
+            if _improved(tc.monitor, metrics[tc.monitor], state.best_value):
+                state.best_value, state.best_epoch, state.since_best = metrics[tc.monitor], epoch, 0
+                state.best_state = copy.deepcopy(model.state_dict())
             else:
-                since_best += 1
-            if tc.early_stop and since_best >= tc.early_stop:
+                state.since_best += 1
+            if tc.early_stop and state.since_best >= tc.early_stop:
                 state.stop = True
         for cb in callbacks:
             cb.on_epoch_end(state, metrics)
         if state.stop:
             break
 
-    if best_state is not None:
-        model.load_state_dict(best_state)  # ModelCheckpoint(save_best_only) + load_weights
+    if state.best_state is not None:
+        model.load_state_dict(state.best_state)  # ModelCheckpoint(save_best_only) + load_weights
     for cb in callbacks:
         cb.on_train_end(state)
     return TrainResult(
         history=state.history,
-        best_epoch=best_epoch,
+        best_epoch=state.best_epoch,
         train_seconds=state.train_seconds,
         wall_seconds=time.perf_counter() - wall0,
         stopped_early=state.stop and state.epoch < tc.epochs,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -9,16 +10,20 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
+from mnistlab import checkpoint, runs
 from mnistlab import data as mdata
-from mnistlab import runs
 from mnistlab.cli._common import DataDirOption, ProgressBar, err, out, print_json
 from mnistlab.config import parse_assignments
 from mnistlab.dataset import prepare_splits
-from mnistlab.errors import RunError
+from mnistlab.errors import ConfigError, RunError
 from mnistlab.experiment import run_experiment
 from mnistlab.models import create_model, get_spec, keras_param_count, list_models, summarize
 from mnistlab.recipes import DEFAULT_RECIPE, list_recipes, resolve_run_config
 from mnistlab.train import evaluate, pick_device
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def download_progress():
@@ -138,6 +143,7 @@ def register(app: typer.Typer) -> None:
         ),
         json_out: bool = typer.Option(False, "--json", help="Print one final JSON line."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+        resume: str = typer.Option(None, help="Continue an interrupted run (its folder) from its last epoch."),
     ) -> None:
         """Train a model (default: the default recipe), test it, and save the run record."""
         flags = {
@@ -146,17 +152,35 @@ def register(app: typer.Typer) -> None:
         }  # fmt: skip
         overrides = {k: v for k, v in flags.items() if v is not None}
         overrides.update(parse_assignments(set_))
-        cfg = resolve_run_config(name, overrides, seed)
+        ckpt = None
+        if resume:
+            if overrides or run_dir is not None:
+                raise ConfigError("--resume continues a run with its own recorded config; drop the other options")
+            run_dir = runs.resolve_run(resume)
+            if runs.is_complete(run_dir):
+                raise RunError(f"{run_dir} is already complete (it has a result.json)")
+            cfg = runs.load_run_config(run_dir)
+            ckpt = checkpoint.load(run_dir / checkpoint.CHECKPOINT)
+            name = cfg.model
+        else:
+            cfg = resolve_run_config(name, overrides, seed)
         mnist = load_data(data_dir)
         if run_dir is None:
             run_dir = runs.new_run_dir(name, cfg.seed)
         progress = ProgressBar(quiet=quiet or json_out)
+        # SIGTERM (a scheduler, `kill`) stops training like Ctrl-C: the last epoch's record stays.
+        signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
-            outcome = run_experiment(cfg, run_dir=run_dir, device=device, callbacks=[progress], mnist=mnist)
+            outcome = run_experiment(
+                cfg, run_dir=run_dir, device=device, callbacks=[progress], mnist=mnist, resume=ckpt
+            )
         except KeyboardInterrupt:
             progress.on_train_end(None)  # type: ignore[arg-type]
             done = len(runs.read_history(run_dir))
-            err.print(f"interrupted: {run_dir} holds the {done} completed epoch(s) (no result.json: incomplete)")
+            err.print(
+                f"interrupted: {run_dir} holds {done} completed epoch(s); "
+                f"continue with: mnistlab train --resume {run_dir}"
+            )
             raise typer.Exit(130) from None
         r = outcome.result
         if json_out:
