@@ -12,6 +12,10 @@ STAMP := $(VENV)/.installed
 SHARED_MNIST := $(abspath ../shared/datasets/mnist)
 export MNISTLAB_DATA ?= $(if $(wildcard $(SHARED_MNIST)/*),$(SHARED_MNIST),)
 
+# The browser test drives Debian's Chromium (Playwright never downloads a browser here).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
 .PHONY: setup train test lint clean
 
 setup: $(STAMP)
@@ -31,7 +35,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
+
+test: lint $(CHROMIUM)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 clean:
