@@ -114,6 +114,7 @@ class TrainState:
     step: int = 0  # optimiser steps taken so far
     steps_per_epoch: int = 0
     train_seconds: float = 0.0  # training-step time so far (callbacks excluded)
+    running: tuple[torch.Tensor, torch.Tensor, int] | None = None  # this epoch's (loss sum, correct, seen)
     history: list[dict[str, Any]] = field(default_factory=list)
     stop: bool = False
     # What a checkpoint must hold besides the model and optimizer (see checkpoint.py):
@@ -244,6 +245,7 @@ def train(
             with torch.no_grad():
                 loss_sum += loss.detach() * len(yb)
                 correct += (logits.argmax(1) == yb).sum()
+            state.running = (loss_sum, correct, i + len(yb))
             if callbacks:
                 t = time.perf_counter()
                 for cb in callbacks:

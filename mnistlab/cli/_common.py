@@ -55,7 +55,7 @@ class ProgressBar(Callback):
                 TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]:.4f}"),
+                TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.4f}"),
                 TimeRemainingColumn(),
                 console=err,
                 transient=True,
@@ -70,10 +70,16 @@ class ProgressBar(Callback):
             if self.task is not None:
                 self.progress.remove_task(self.task)
             self.task = self.progress.add_task(
-                "train", total=state.steps_per_epoch, epoch=state.epoch, epochs=state.config.train.epochs, loss=0.0
+                "train",
+                total=state.steps_per_epoch,
+                epoch=state.epoch,
+                epochs=state.config.train.epochs,
+                loss=0.0,
+                acc=0.0,
             )
-        if in_epoch % self.every == 0 or in_epoch == state.steps_per_epoch:
-            self.progress.update(self.task, completed=in_epoch, loss=float(loss))
+        if (in_epoch % self.every == 0 or in_epoch == state.steps_per_epoch) and state.running is not None:
+            loss_sum, correct, seen = state.running  # running means over the epoch, as Keras shows
+            self.progress.update(self.task, completed=in_epoch, loss=float(loss_sum) / seen, acc=float(correct) / seen)
 
     def on_epoch_end(self, state: TrainState, metrics: dict[str, Any]) -> None:
         if not self.quiet:
