@@ -1,6 +1,9 @@
 """Model registry. Importing this package registers every model family."""
 
-from mnistlab.models import seed  # noqa: F401  (registers the seed architectures)
+from mnistlab.models import (
+    fast,  # noqa: F401  (the benchmark recipes' architectures)
+    seed,  # noqa: F401  (registers the seed architectures)
+)
 from mnistlab.models._registry import (
     ModelSpec,
     create_model,
