@@ -45,6 +45,11 @@ class TrainConfig:
     monitor: Monitor = ""  # keep the best epoch by this metric and restore it (ModelCheckpoint)
     early_stop: int = 0  # stop after this many epochs without improvement of `monitor` (0 = never)
     grad_clip: float = 0.0  # max global grad norm (0 = off)
+    # Adversarial training (attacks.adversarial_batch): each batch is replaced by its L∞ attack.
+    adversarial: Literal["none", "pgd", "fgsm-rs"] = "none"
+    adv_eps: float = 0.3  # L∞ budget, pixels in [0, 1]
+    adv_steps: int = 7  # "pgd" steps
+    adv_alpha: float = 0.0  # step size; 0 = 2.5*eps/steps (pgd) or 1.25*eps (fgsm-rs)
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,13 @@ class AugmentConfig:
     zoom: float = 0.0  # max relative zoom, e.g. 0.1 = ±10 %
     shift: float = 0.0  # max shift as a fraction of width/height
     shear: float = 0.0  # max shear, degrees
+    # Handwriting variation (augment.py; all batched; 0 = off):
+    elastic: float = 0.0  # max elastic displacement, pixels (smooth random field)
+    thickness: float = 0.0  # probability of thickening or thinning strokes (3x3 max/min pool)
+    blur: float = 0.0  # max Gaussian blur sigma, pixels
+    noise: float = 0.0  # max std of additive Gaussian noise (pixels in [0, 1])
+    contrast: float = 0.0  # max relative loss of contrast (ink peak scaled to 1 - U(0, c))
+    invert: float = 0.0  # probability of white <-> black inversion
 
 
 @dataclass(frozen=True)

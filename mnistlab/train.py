@@ -91,8 +91,10 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch
             total = max(1, cfg.epochs * steps_per_epoch)
             group = opt.param_groups[0]
             cycle_momentum = "betas" in group or group.get("momentum", 0) > 0  # Adadelta, plain SGD: none
+            # OneCycleLR divides by (warm-up steps - 1): exactly one warm-up step (e.g. 4 steps at 0.25) crashes it
+            pct = cfg.warmup if abs(cfg.warmup * total - 1) > 1e-9 else min(1.5 / total, 0.99)
             sched = torch.optim.lr_scheduler.OneCycleLR(
-                opt, lr, total_steps=total, pct_start=cfg.warmup, cycle_momentum=cycle_momentum
+                opt, lr, total_steps=total, pct_start=pct, cycle_momentum=cycle_momentum
             )
             return sched, "step"
         case "cosine":
@@ -210,6 +212,8 @@ def train(
     augment = is_active(cfg.augment)
     state = TrainState(cfg, model, opt, splits, device, steps_per_epoch=steps_per_epoch, scheduler=sched)
     state.generators = {"shuffle": shuffle_gen, "augment": aug_gen}
+    if tc.adversarial != "none":  # random starts of the attacks: their own seeded generator
+        state.generators["adversarial"] = torch.Generator().manual_seed(cfg.seed + 2_000_029)
     if resume is not None:
         from mnistlab import checkpoint  # late: checkpoint is only needed to resume
 
@@ -232,6 +236,10 @@ def train(
             xb, yb = train_x[idx], train_y[idx]
             if augment:
                 xb = augment_batch(xb, cfg.augment, aug_gen)
+            if tc.adversarial != "none":
+                from mnistlab.attacks import adversarial_batch  # late: only adversarial training needs it
+
+                xb = adversarial_batch(model, xb, yb, tc, state.generators["adversarial"])
             logits = model(xb)
             loss = F.cross_entropy(logits, yb, label_smoothing=tc.label_smoothing)
             opt.zero_grad(set_to_none=True)

@@ -144,11 +144,19 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print one final JSON line."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
         resume: str = typer.Option(None, help="Continue an interrupted run (its folder) from its last epoch."),
+        adversarial: str = typer.Option(None, help="Adversarial training: pgd or fgsm-rs (train.adversarial)."),
+        adv_eps: float = typer.Option(
+            None, "--eps", help="L∞ budget of --adversarial, pixels in [0, 1] (train.adv_eps)."
+        ),
+        record_activations: bool = typer.Option(
+            False, "--record-activations", help="Store per-epoch histograms of each layer's outputs (show activations)."
+        ),
     ) -> None:
         """Train a model (default: the default recipe), test it, and save the run record."""
         flags = {
             "train.epochs": epochs, "train.batch_size": batch_size, "train.optimizer": optimizer, "train.lr": lr,
             "train.schedule": schedule, "data.val_split": val_split, "train.monitor": monitor,
+            "train.adversarial": adversarial, "train.adv_eps": adv_eps,
         }  # fmt: skip
         overrides = {k: v for k, v in flags.items() if v is not None}
         overrides.update(parse_assignments(set_))
@@ -170,10 +178,13 @@ def register(app: typer.Typer) -> None:
         progress = ProgressBar(quiet=quiet or json_out)
         # SIGTERM (a scheduler, `kill`) stops training like Ctrl-C: the last epoch's record stays.
         signal.signal(signal.SIGTERM, _raise_interrupt)
+        callbacks: list[Any] = [progress]
+        if record_activations or (ckpt is not None and (run_dir / "activations.json").is_file()):
+            from mnistlab.viz.activations import ActivationRecorder  # late: matplotlib only when asked
+
+            callbacks.append(ActivationRecorder(run_dir))
         try:
-            outcome = run_experiment(
-                cfg, run_dir=run_dir, device=device, callbacks=[progress], mnist=mnist, resume=ckpt
-            )
+            outcome = run_experiment(cfg, run_dir=run_dir, device=device, callbacks=callbacks, mnist=mnist, resume=ckpt)
         except KeyboardInterrupt:
             progress.on_train_end(None)  # type: ignore[arg-type]
             done = len(runs.read_history(run_dir))
