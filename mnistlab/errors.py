@@ -15,3 +15,7 @@ class ConfigError(MnistlabError):
 
 class RunError(MnistlabError):
     """A run record is missing, incomplete, or its weights do not fit its config."""
+
+
+class ImageError(MnistlabError):
+    """An image file that cannot be read: not an image, empty, truncated, or too large."""

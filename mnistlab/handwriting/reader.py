@@ -1,0 +1,246 @@
+"""Read digits from an image with a model: the public API the CLI and the web page call.
+
+reading = read_image("page.jpg", model)
+reading.text          # "0412\n7781"
+reading.digits[0]     # Digit(digit=0, confidence=0.998, box=[x, y, w, h], line=0, probs, crop)
+reading.to_json()     # {"file", "text", "digits": [...], "width", "height", ...}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mnistlab.handwriting.images import ImageSource, load_grey
+from mnistlab.handwriting.normalize import normalize_digit
+from mnistlab.handwriting.segment import Blob, InkMap, find_digits, ink_map
+
+LOW_CONFIDENCE = 0.7  # below this a digit is flagged (shown with "?")
+NO_DIGIT = "no digit found"
+
+
+@dataclass
+class Digit:
+    digit: int
+    confidence: float
+    box: list[int]  # [x, y, w, h] in the original image's pixels
+    line: int
+    probs: list[float]  # 10 softmax probabilities
+    crop: torch.Tensor  # (28, 28) float in [0, 1], white on black: what the model saw
+
+    @property
+    def low_confidence(self) -> bool:
+        return self.confidence < LOW_CONFIDENCE
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "digit": self.digit,
+            "confidence": round(self.confidence, 4),
+            "box": self.box,
+            "line": self.line,
+            "low_confidence": self.low_confidence,
+            "probs": [round(p, 4) for p in self.probs],
+        }
+
+
+@dataclass
+class Reading:
+    file: str
+    width: int
+    height: int
+    digits: list[Digit] = field(default_factory=list)
+    dark_ink: bool = True
+    ink: InkMap | None = field(default=None, repr=False)  # kept for --explain
+
+    @property
+    def text(self) -> str:
+        """The digits read, lines separated by newlines ("" when none were found)."""
+        lines: dict[int, str] = {}
+        for d in self.digits:
+            lines[d.line] = lines.get(d.line, "") + str(d.digit)
+        return "\n".join(lines[k] for k in sorted(lines))
+
+    @property
+    def found(self) -> bool:
+        return bool(self.digits)
+
+    @property
+    def low_confidence(self) -> list[Digit]:
+        return [d for d in self.digits if d.low_confidence]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "text": self.text,
+            "found": self.found,
+            "message": None if self.found else NO_DIGIT,
+            "width": self.width,
+            "height": self.height,
+            "ink": "dark" if self.dark_ink else "light",
+            "low_confidence": len(self.low_confidence),
+            "digits": [d.to_json() for d in self.digits],
+        }
+
+
+@dataclass
+class _Pending:
+    """An image segmented and normalised, waiting for the model (so many files share batches).
+
+    `crops` holds one crop per blob, then the crops of the proposed pieces of wide blobs."""
+
+    reading: Reading
+    blobs: list[Blob]
+    crops: np.ndarray  # (n, 28, 28)
+
+
+def _crop_blob(im: InkMap, labels: np.ndarray, b: Blob) -> np.ndarray:
+    own = np.isin(labels[b.y0 : b.y1, b.x0 : b.x1], b.labels)
+    if b.cut is not None:  # a digit cut from touching neighbours: only its own columns
+        keep = np.zeros_like(own)
+        a, c = b.cut
+        # The cut is relative to the pre-split box; the box now starts at column a.
+        keep[:, : c - a] = True
+        own &= keep
+    ink = im.ink[b.y0 : b.y1, b.x0 : b.x1] * own
+    return normalize_digit(ink, own & im.mask[b.y0 : b.y1, b.x0 : b.x1])
+
+
+def segment_image(source: ImageSource | np.ndarray, name: str = "image") -> _Pending:
+    grey = np.clip(np.asarray(source, np.float32), 0, 1) if isinstance(source, np.ndarray) else load_grey(source, name)
+    h, w = grey.shape
+    im = ink_map(grey)
+    blobs, labels = find_digits(im)
+    every = blobs + [piece for b in blobs for piece in b.pieces or []]
+    crops = np.stack([_crop_blob(im, labels, b) for b in every]) if every else np.zeros((0, 28, 28), np.float32)
+    return _Pending(Reading(name, w, h, dark_ink=im.dark_ink, ink=im), blobs, crops)
+
+
+def _box(b: Blob, scale: float, w: int, h: int) -> list[int]:
+    x0, y0 = int(b.x0 / scale), int(b.y0 / scale)
+    x1, y1 = min(w, int(np.ceil(b.x1 / scale))), min(h, int(np.ceil(b.y1 / scale)))
+    return [x0, y0, max(1, x1 - x0), max(1, y1 - y0)]
+
+
+@torch.no_grad()
+def classify(model: nn.Module, crops: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+    """(n, 28, 28) crops -> (n, 10) probabilities, in batches of 512."""
+    model.eval()
+    dev = device or next(model.parameters()).device
+    out = []
+    for i in range(0, len(crops), 512):
+        x = crops[i : i + 512].unsqueeze(1).to(dev)
+        out.append(torch.softmax(model(x).float(), 1).cpu())
+    return torch.cat(out) if out else torch.zeros(0, 10)
+
+
+SPLIT_MARGIN = 0.2  # the pieces must beat the whole by this much mean log-probability
+SPLIT_MIN_CONFIDENCE = 0.5  # and each piece must look like a digit on its own
+
+
+def _finish(p: _Pending, probs: torch.Tensor) -> Reading:
+    """Pick whole-or-split for wide blobs by the model's confidence, then make the Digits."""
+    r = p.reading
+    scale = r.ink.scale if r.ink is not None else 1.0
+    n = len(p.blobs)
+    next_piece = n
+    chosen: list[tuple[Blob, int]] = []  # (blob, crop index)
+    for i, b in enumerate(p.blobs):
+        if not b.pieces:
+            chosen.append((b, i))
+            continue
+        idx = list(range(next_piece, next_piece + len(b.pieces)))
+        next_piece += len(b.pieces)
+        whole = float(torch.log(probs[i].max()))
+        split = float(torch.log(probs[idx].max(1).values).mean())
+        # Wider than 1.6 heights is rarely one digit: then the split wins unless the whole is
+        # clearly more convincing.
+        margin = SPLIT_MARGIN if b.w < 1.6 * b.h else -SPLIT_MARGIN / 2
+        if n == 1 and b.w < 1.6 * b.h:  # a lone digit (a canvas, a crop): wide, not two
+            chosen.append((b, i))
+            continue
+        if split > whole + margin and float(probs[idx].max(1).values.min()) >= SPLIT_MIN_CONFIDENCE:
+            chosen += list(zip(b.pieces, idx, strict=True))
+        else:
+            chosen.append((b, i))
+    for b, i in chosen:
+        pr = probs[i]
+        conf, digit = pr.max(0)
+        r.digits.append(
+            Digit(
+                int(digit),
+                float(conf),
+                _box(b, scale, r.width, r.height),
+                b.line,
+                pr.tolist(),
+                torch.from_numpy(p.crops[i]),
+            )
+        )
+    return r
+
+
+def read_image(
+    source: ImageSource | np.ndarray,
+    model: nn.Module,
+    device: torch.device | str | None = None,
+    name: str | None = None,
+) -> Reading:
+    """Read the digits in one image (bytes, a path, a PIL image, or a grey array in [0, 1]).
+
+    Raises ImageError for a file that is not a readable image. A blank image gives a Reading
+    with no digits (`reading.found` is False): never a guess.
+    """
+    name = name or (str(source) if isinstance(source, str | Path) else "image")
+    pending = segment_image(source, name)
+    if device is not None:
+        model = model.to(device)
+    return _finish(pending, classify(model, torch.from_numpy(pending.crops)))
+
+
+def read_images(
+    sources: Iterable[str | Path],
+    model: nn.Module,
+    batch_digits: int = 2048,
+) -> Iterator[Reading | Exception]:
+    """Read many files, batching the digits of several files through the model. Yields, in
+    order, a Reading or the MnistlabError that file raised (the others are still read)."""
+    from mnistlab.errors import MnistlabError
+
+    queue: list[_Pending | Exception] = []
+    pending_digits = 0
+
+    def flush() -> Iterator[Reading | Exception]:
+        ready = [q for q in queue if isinstance(q, _Pending)]
+        crops = [q.crops for q in ready]
+        probs = classify(model, torch.from_numpy(np.concatenate(crops))) if crops else torch.zeros(0, 10)
+        i = 0
+        for q in queue:
+            if isinstance(q, Exception):
+                yield q
+            else:
+                yield _finish(q, probs[i : i + len(q.crops)])
+                i += len(q.crops)
+        queue.clear()
+
+    for src in sources:
+        try:
+            p = segment_image(src, str(src))
+            queue.append(p)
+            pending_digits += len(p.crops)
+        except MnistlabError as e:
+            queue.append(e)
+        if pending_digits >= batch_digits or len(queue) >= 256:
+            yield from flush()
+            pending_digits = 0
+    yield from flush()
+
+
+def read_crops(crops: Sequence[np.ndarray] | torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """Probabilities for already-normalised 28x28 crops."""
+    t = crops if isinstance(crops, torch.Tensor) else torch.from_numpy(np.stack(list(crops)))
+    return classify(model, t.float())

@@ -1,0 +1,341 @@
+"""Find the ink and the digits in a grey image.
+
+Steps: polarity (is the ink darker or lighter than the paper?), local background removal (a
+low-percentile filter on a coarse grid follows lighting gradients and shadows), a threshold set
+by the ink's own contrast and the noise level, connected components, merging the pieces of one
+broken digit, splitting digits that touch, and grouping digits into lines read left to right.
+All sizes are relative to the image or to the digits found, so a 28x28 canvas, an 8x8 scan
+scaled up and a 12-megapixel photo go through the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+WORK_SIDE = 1600  # larger images are processed at this longer side (boxes are scaled back)
+MIN_CONTRAST = 0.06  # ink must differ from the local paper by at least this (pixels in [0, 1])
+
+
+@dataclass
+class InkMap:
+    """The image as ink strength: 0 = paper, ~1 = the ink's typical darkness, background removed."""
+
+    ink: np.ndarray  # float32 (h, w) at working resolution
+    mask: np.ndarray  # bool (h, w): pixels above the threshold
+    scale: float  # working / original resolution
+    dark_ink: bool  # True when the ink is darker than the paper
+    noise: float  # robust std of the paper, in ink units
+
+
+@dataclass
+class Blob:
+    """One digit candidate: a box at working resolution and the component labels it owns."""
+
+    x0: int
+    y0: int
+    x1: int  # exclusive
+    y1: int
+    labels: list[int] = field(default_factory=list)
+    cut: tuple[int, int] | None = None  # columns [a, b) of the box kept after a split
+    line: int = 0
+    # A blob wide enough to be touching digits carries its best split; the reader keeps the
+    # split when the model is more confident in the pieces than in the whole.
+    pieces: list[Blob] | None = None
+
+    @property
+    def w(self) -> int:
+        return self.x1 - self.x0
+
+    @property
+    def h(self) -> int:
+        return self.y1 - self.y0
+
+    @property
+    def cx(self) -> float:
+        return (self.x0 + self.x1) / 2
+
+    @property
+    def cy(self) -> float:
+        return (self.y0 + self.y1) / 2
+
+
+def to_working(grey: np.ndarray) -> tuple[np.ndarray, float]:
+    h, w = grey.shape
+    scale = min(1.0, WORK_SIDE / max(h, w))
+    if scale < 1.0:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        grey = np.asarray(Image.fromarray(grey, mode="F").resize(size, Image.Resampling.BOX), dtype=np.float32)
+    # Tiny inputs (an 8x8 scan, a 28x28 canvas) are enlarged so that filters have room to work.
+    if max(grey.shape) < 96:
+        up = 96 / max(grey.shape)
+        size = (max(1, round(grey.shape[1] * up)), max(1, round(grey.shape[0] * up)))
+        grey = np.asarray(Image.fromarray(grey, mode="F").resize(size, Image.Resampling.BICUBIC), dtype=np.float32)
+        grey = np.clip(grey, 0, 1)
+        scale *= up
+    return grey, scale
+
+
+def _coarse_background(x: np.ndarray, percentile: float) -> np.ndarray:
+    """A smooth estimate of the paper under `x` (ink bright): a low percentile over windows
+    of ~1/5 of the image on a grid of at most 64 cells per side, then bilinear back up."""
+    h, w = x.shape
+    f = max(1, int(np.ceil(max(h, w) / 64)))
+    hs, ws = -(-h // f), -(-w // f)
+    pad = np.pad(x, ((0, hs * f - h), (0, ws * f - w)), mode="edge")
+    # Per-cell low percentile (ink rarely fills a whole cell), then a spatial low percentile.
+    cells = np.percentile(pad.reshape(hs, f, ws, f).transpose(0, 2, 1, 3).reshape(hs, ws, -1), 30, axis=2)
+    k = max(3, int(round(max(hs, ws) / 5)) | 1)
+    bg = ndimage.percentile_filter(cells, percentile, size=k, mode="nearest")
+    bg = ndimage.uniform_filter(bg, size=max(3, k // 2), mode="nearest")
+    return ndimage.zoom(bg, (h / hs, w / ws), order=1, mode="nearest")[:h, :w]
+
+
+def detect_dark_ink(grey: np.ndarray) -> bool:
+    """True when the ink is darker than the paper.
+
+    Paper is most of the image: after removing smooth shading (a wide blur), the ink is the
+    heavier of the two tails of the residual. The border votes too: on a canvas or a crop the
+    frame is paper.
+    """
+    # The wide blur runs on a copy of at most 128 px a side (a sigma of 1/8 of the image at full
+    # size would cost seconds), then comes back up bilinearly.
+    f = max(1, int(np.ceil(max(grey.shape) / 128)))
+    small = grey[::f, ::f]
+    smooth = ndimage.gaussian_filter(small, max(small.shape) / 8, mode="nearest")
+    zoom = (grey.shape[0] / small.shape[0], grey.shape[1] / small.shape[1])
+    resid = grey - ndimage.zoom(smooth, zoom, order=1, mode="nearest")[: grey.shape[0], : grey.shape[1]]
+    flat = np.sort(resid.ravel())
+    k = max(1, flat.size // 100)
+    dark_tail = -flat[:k].mean()  # how much darker than its surroundings the darkest 1 % is
+    light_tail = flat[-k:].mean()
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    border_vote = float(np.median(border)) - float(np.median(grey))  # > 0: border lighter = paper light
+    score = dark_tail - light_tail + 0.5 * border_vote
+    return bool(score >= 0)
+
+
+def _component_stroke_width(mask: np.ndarray) -> float:
+    """Median over the ink's components of 2 x area / boundary: the pen's width in pixels.
+    The median ignores the few large blobs (a shadow's edge, the table beside the page)."""
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return 0.0
+    idx = np.arange(1, n + 1)
+    area = ndimage.sum_labels(np.ones(mask.shape, np.int32), labels, idx)
+    boundary = ndimage.sum_labels(mask & ~ndimage.binary_erosion(mask), labels, idx)
+    ok = area >= 20
+    if not ok.any():
+        return 2.0
+    return float(np.median(2 * area[ok] / np.maximum(1, boundary[ok])))
+
+
+def ink_map(grey: np.ndarray) -> InkMap:
+    """Polarity, background removal and threshold: the ink strength and mask at working size.
+
+    The paper is estimated twice: first smoothly (a low percentile on a coarse grid), which
+    gives a rough mask and so the pen's width; then by a grey opening wider than the pen, which
+    removes the strokes but keeps sharp-edged shading (a hard shadow, the table at the page's
+    corner) that a smooth estimate would turn into ink.
+    """
+    work, scale = to_working(grey)
+    # A margin of paper (the border's median) around the image: a tight crop or a small scan
+    # where the digit fills the frame then has paper around it, as a page does.
+    h0, w0 = work.shape
+    pad = max(8, round(0.25 * max(h0, w0))) if max(h0, w0) <= 200 else 0  # small inputs only
+    border = np.concatenate([work[0], work[-1], work[:, 0], work[:, -1]])
+    work = np.pad(work, pad, mode="constant", constant_values=float(np.median(border)))
+    dark = detect_dark_ink(work)
+    x = 1.0 - work if dark else work.copy()  # ink bright from here on
+    rough = x - _coarse_background(x, 20)
+    noise0 = _noise(rough)
+    rough_mask = rough > max(0.5 * float(np.percentile(rough, 99.5)), 4 * noise0, MIN_CONTRAST)
+    pen = _component_stroke_width(rough_mask)
+    size = int(np.clip(round(3 * pen + 3), 5, max(5, max(x.shape) // 3)))
+    opened = ndimage.maximum_filter(ndimage.minimum_filter(x, size), size)
+    bg = np.maximum(ndimage.uniform_filter(opened, max(3, size // 3)), _coarse_background(x, 5) - 2 * noise0)
+    bg = np.minimum(bg, opened) if size > 5 else bg
+    resid = x - bg
+    noise = _noise(resid)
+    resid = np.clip(resid, 0, None)
+    strong = resid[resid > max(4 * noise, MIN_CONTRAST)]
+    resid = resid[pad : pad + h0, pad : pad + w0]
+    strong = strong if strong.size < 8 else resid[resid > max(4 * noise, MIN_CONTRAST)]
+    if strong.size < 8:
+        return InkMap(np.zeros_like(resid), np.zeros(resid.shape, bool), scale, dark, noise)
+    level = float(np.percentile(strong, 90))  # the ink's typical strength (stroke cores)
+    thresh = max(0.35 * level, 4 * noise, MIN_CONTRAST)
+    ink = np.clip(resid / level, 0, 1).astype(np.float32)
+    mask = resid > thresh
+    return InkMap(ink, mask, scale, dark, noise / level)
+
+
+def _noise(resid: np.ndarray) -> float:
+    """Robust std of the paper: the spread of the residual's lower half (ink is the upper tail)."""
+    med = float(np.median(resid))
+    lower = resid[resid <= med]
+    return float(1.4826 * np.median(med - lower)) * 1.2 if lower.size else 0.0
+
+
+def find_digits(im: InkMap) -> tuple[list[Blob], np.ndarray]:
+    """Components -> digit candidates (pieces merged, touching digits split), in reading order.
+
+    Returns the blobs and the label image (blob.labels index into it).
+    """
+    labels, n = ndimage.label(im.mask, structure=np.ones((3, 3)))
+    if n == 0:
+        return [], labels
+    slices = ndimage.find_objects(labels)
+    areas = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, n + 1))
+    h, w = im.mask.shape
+    blobs = []
+    for i, sl in enumerate(slices, 1):
+        b = Blob(sl[1].start, sl[0].start, sl[1].stop, sl[0].stop, [i])
+        blobs.append((b, float(areas[i - 1])))
+    # Size filter relative to the typical component: specks and dust go, digits stay, and blobs
+    # far bigger than the text (shadow edges, the table beside the page) go too.
+    sides = np.array([max(b.h, b.w) for b, a in blobs if a >= 8 and max(b.h, b.w) >= 0.01 * max(h, w)])
+    if sides.size == 0:
+        return [], labels
+    ref = float(np.median(sides))
+    keep, small = [], []
+    for b, area in blobs:
+        side = max(b.h, b.w)
+        if area < 8 or (len(sides) >= 3 and side > 3 * ref):
+            continue
+        at_border = b.x0 == 0 or b.y0 == 0 or b.x1 == w or b.y1 == h
+        if at_border and min(b.h, b.w) < 0.2 * ref:  # the page's edge, not a digit
+            continue
+        margin = 0.04 * max(h, w)
+        near_border = b.x0 < margin or b.y0 < margin or b.x1 > w - margin or b.y1 > h - margin
+        if near_border and max(b.h, b.w) > 5 * min(b.h, b.w):  # a paper edge in a photo
+            continue
+        if b.w > 4 * b.h and b.h < 0.2 * ref and b.w > 0.6 * ref:  # a rule or an edge, too long for a dash
+            continue
+        if side >= 0.6 * ref:
+            keep.append(b)
+        elif side >= 0.08 * ref:
+            small.append(b)
+    if not keep:
+        return [], labels
+    keep = _merge_pieces(keep, small, ref)
+    heights = np.array([b.h for b in keep], dtype=float)
+    typical_h = float(np.median(heights))
+    # Not a digit: lines much taller/longer than the text (a ruled line, the page edge).
+    keep = [b for b in keep if not (b.w > 12 * typical_h and b.h < 0.5 * b.w / 4)]
+    keep = _split_touching(keep, labels, typical_h)
+    return _order_lines(keep), labels
+
+
+def _x_overlap(a: Blob, b: Blob) -> float:
+    inter = min(a.x1, b.x1) - max(a.x0, b.x0)
+    return inter / max(1, min(a.w, b.w))
+
+
+def _merge(a: Blob, b: Blob) -> Blob:
+    return Blob(min(a.x0, b.x0), min(a.y0, b.y0), max(a.x1, b.x1), max(a.y1, b.y1), a.labels + b.labels)
+
+
+def _merge_pieces(blobs: list[Blob], small: list[Blob], ref: float) -> list[Blob]:
+    """Pieces of one digit (a 5's flag, a broken 4, a 7's bar) overlap in x and are close in y:
+    merge boxes that overlap in x by 30 % of the narrower one while the union stays
+    digit-shaped. Small pieces join the nearest digit; alone, a small piece is a digit only if
+    it is not dust (40 % of the typical size)."""
+    tallest = max(b.h for b in blobs)
+    typical_h = float(np.median([b.h for b in blobs if b.h >= 0.5 * tallest]))
+    # Flat pieces (a 5's flag, a 7's bar) are pieces, not digits, however wide.
+    small = small + [b for b in blobs if b.h < 0.45 * typical_h]
+    blobs = [b for b in blobs if b.h >= 0.45 * typical_h]
+    changed = True
+    while changed:
+        changed = False
+        blobs.sort(key=lambda b: b.x0)
+        for i in range(len(blobs)):
+            for j in range(i + 1, len(blobs)):
+                a, b = blobs[i], blobs[j]
+                if b.x0 > a.x1:
+                    break
+                gap = max(a.y0, b.y0) - min(a.y1, b.y1)
+                merged = _merge(a, b)
+                if (
+                    _x_overlap(a, b) >= 0.3
+                    and gap < 0.35 * typical_h
+                    and merged.h <= 1.5 * typical_h
+                    and merged.w <= 1.0 * max(typical_h, merged.h)
+                ):
+                    blobs[i] = merged
+                    del blobs[j]
+                    changed = True
+                    break
+            if changed:
+                break
+    for s in sorted(small, key=lambda s: -s.w * s.h):
+        best, best_d = None, None
+        for b in blobs:
+            dx = max(b.x0 - s.x1, s.x0 - b.x1, 0)
+            dy = max(b.y0 - s.y1, s.y0 - b.y1, 0)
+            d = float(np.hypot(dx, dy))
+            if d <= 0.25 * ref and _merge(b, s).w <= 1.1 * max(typical_h, b.h) and (best_d is None or d < best_d):
+                best, best_d = b, d
+        if best is not None:
+            blobs[blobs.index(best)] = _merge(best, s)
+        elif s.h >= 0.4 * ref:  # alone, only a piece tall enough to be a digit (not a dash, not an edge)
+            blobs.append(s)
+    return blobs
+
+
+def _split_touching(blobs: list[Blob], labels: np.ndarray, typical_h: float) -> list[Blob]:
+    """A component wider than a digit may be several digits touching: propose cuts at the
+    columns with the least ink, near where equal-width digits would meet (`blob.pieces`)."""
+    for b in blobs:
+        ref_h = max(b.h, 0.8 * typical_h)
+        if b.w < 1.2 * ref_h:  # one wide digit (a 5's flag, a 2's tail) is up to ~1.2 x its height
+            continue
+        k = max(2, int(round(b.w / (0.75 * ref_h))))
+        region = np.isin(labels[b.y0 : b.y1, b.x0 : b.x1], b.labels)
+        cols = ndimage.uniform_filter1d(region.sum(0).astype(float), size=max(1, b.w // 30))
+        cuts = [0]
+        for j in range(1, k):
+            ideal = j * b.w / k
+            lo, hi = int(ideal - 0.3 * b.w / k), int(ideal + 0.3 * b.w / k) + 1
+            lo, hi = max(lo, cuts[-1] + 1), min(hi, b.w - 1)
+            cuts.append(lo + int(np.argmin(cols[lo:hi])) if hi > lo else int(ideal))
+        cuts.append(b.w)
+        pieces = []
+        for a, c in zip(cuts, cuts[1:], strict=False):
+            rows = np.flatnonzero(region[:, a:c].any(1))
+            if c - a < 2 or rows.size == 0:
+                continue
+            pieces.append(Blob(b.x0 + a, b.y0 + int(rows[0]), b.x0 + c, b.y0 + int(rows[-1]) + 1, b.labels, (a, c)))
+        if len(pieces) >= 2:
+            b.pieces = pieces
+    return blobs
+
+
+def _order_lines(blobs: list[Blob]) -> list[Blob]:
+    """Group into lines by chaining left to right (tolerates a slightly rotated page), then sort
+    lines top to bottom and digits left to right."""
+    lines: list[list[Blob]] = []
+    for b in sorted(blobs, key=lambda b: b.cx):
+        best, best_d = None, None
+        for line in lines:
+            last = line[-1]
+            d = abs(b.cy - last.cy)
+            if d < 0.6 * max(last.h, b.h) and (best_d is None or d < best_d):
+                best, best_d = line, d
+        if best is None:
+            lines.append([b])
+        else:
+            best.append(b)
+    lines.sort(key=lambda line: float(np.mean([b.cy for b in line])))
+    ordered = []
+    for i, line in enumerate(lines):
+        for b in line:
+            b.line = i
+            for piece in b.pieces or []:
+                piece.line = i
+            ordered.append(b)
+    return ordered

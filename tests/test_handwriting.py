@@ -1,0 +1,262 @@
+"""Reading people's handwriting: image loading, the pipeline, pages, the CLI (issue 7)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mnistlab.config import AugmentConfig
+from mnistlab.errors import ImageError
+from mnistlab.handwriting import preprocess_digit, read_image
+from mnistlab.handwriting.images import load_grey
+from mnistlab.handwriting.pages import PageSpec, make_page, score_page
+
+
+def _canvas(mnist, i: int, side: int = 280, dark_ink: bool = False) -> np.ndarray:
+    """MNIST test digit i drawn big on a canvas, uint8; white on black unless dark_ink."""
+    img = Image.fromarray(mnist.test_images[i].numpy()).resize((side, side), Image.Resampling.BICUBIC)
+    a = np.asarray(img)
+    return 255 - a if dark_ink else a
+
+
+@pytest.fixture(scope="session")
+def reader_run(mnist, tmp_path_factory):
+    """A small robust-style model, trained once per session on a slice (seconds), recorded."""
+    from mnistlab.experiment import run_experiment
+    from mnistlab.recipes import resolve_run_config
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    cfg = resolve_run_config(
+        "robust",
+        {"data.train_limit": 10000, "data.test_limit": 1000, "train.epochs": 1, "model.widths": "16,32"},
+    )
+    run_dir = tmp_path_factory.mktemp("reader") / "run"
+    out = run_experiment(cfg, run_dir=run_dir, mnist=mnist, device="cpu")
+    assert out.result["test_acc"] > 0.9
+    return run_dir, out.model.eval()
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+
+
+def _ref_digit() -> np.ndarray:
+    """A dark '7' on white paper, 60x40, uint8."""
+    a = np.full((60, 40), 240, np.uint8)
+    a[8:14, 6:34] = 20
+    for y in range(14, 54):
+        x = 30 - (y - 14) * 16 // 40
+        a[y, x - 3 : x + 3] = 20
+    return a
+
+
+def _encode(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda a: _encode(Image.fromarray(a), "PNG"),
+        lambda a: _encode(Image.fromarray(a).convert("RGB"), "JPEG", quality=95),
+        lambda a: _encode(Image.fromarray(a), "BMP"),
+        lambda a: _encode(Image.fromarray(a), "GIF"),
+        lambda a: _encode(Image.fromarray(a), "WEBP", lossless=True),
+        lambda a: _encode(Image.fromarray(a.astype(np.uint16) * 257), "TIFF"),  # 16-bit grey
+        lambda a: _encode(Image.fromarray(a).convert("RGB").convert("CMYK"), "JPEG", quality=95),
+        lambda a: _encode(Image.fromarray(a).convert("RGB").convert("CMYK"), "TIFF"),
+    ],
+    ids=["png", "jpeg", "bmp", "gif", "webp", "tiff16", "cmyk-jpeg", "cmyk-tiff"],
+)
+def test_formats_load_to_the_same_grey(make):
+    ref = _ref_digit()
+    grey = load_grey(make(ref))
+    assert grey.shape == ref.shape and grey.dtype == np.float32
+    assert 0 <= grey.min() and grey.max() <= 1
+    assert np.abs(grey - ref / 255).mean() < 0.03
+
+
+def test_gif_first_frame_alpha_on_white_and_exif_rotation():
+    ref = _ref_digit()
+    frames = [Image.fromarray(ref).convert("P"), Image.fromarray(255 - ref).convert("P")]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    assert np.abs(load_grey(buf.getvalue()) - ref / 255).mean() < 0.03
+
+    # Black ink on a fully transparent background (a typical canvas export): ink on white.
+    rgba = np.zeros((*ref.shape, 4), np.uint8)
+    rgba[..., 3] = np.where(ref < 128, 255, 0)  # opaque where the ink is, transparent elsewhere
+    grey = load_grey(_encode(Image.fromarray(rgba, "RGBA"), "PNG"))
+    assert grey[0, 0] == pytest.approx(1.0) and grey[10, 20] < 0.2
+
+    # A phone stores the sensor's pixels rotated and an EXIF tag to turn them upright.
+    stored = Image.fromarray(ref).rotate(90, expand=True)  # counter-clockwise
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    data = _encode(stored.convert("RGB"), "JPEG", quality=95, exif=exif.tobytes())
+    grey = load_grey(data)
+    assert grey.shape == ref.shape
+    assert np.abs(grey - ref / 255).mean() < 0.03
+
+
+def test_bad_images_raise_one_clear_error(tmp_path):
+    bomb = _encode(Image.new("1", (8000, 6000)), "PNG")  # 48 MP in a few kB
+    with pytest.raises(ImageError, match="too many pixels"):
+        load_grey(bomb)
+    png = _encode(Image.fromarray(_ref_digit()), "PNG")
+    with pytest.raises(ImageError):
+        load_grey(png[: len(png) // 2])  # truncated
+    with pytest.raises(ImageError, match="empty"):
+        load_grey(b"")
+    with pytest.raises(ImageError, match="not an image"):
+        load_grey(b"hello, I am text")
+    with pytest.raises(ImageError, match="too large"):
+        load_grey(png, max_bytes=100)
+    with pytest.raises(ImageError, match="cannot read|not an image|folder"):
+        load_grey(tmp_path / "missing.png")
+
+
+# --------------------------------------------------------------------------------------------
+# pipeline
+
+
+def test_preprocess_matches_mnist_normalisation(mnist):
+    """An MNIST digit, enlarged and turned into dark ink on paper, comes back close to itself."""
+    for i in range(10):
+        orig = mnist.test_images[i].float() / 255
+        crop = preprocess_digit(_canvas(mnist, i, dark_ink=True).astype(np.float32) / 255)
+        assert crop.shape == (1, 28, 28) and crop.min() >= 0 and crop.max() <= 1
+        corr = np.corrcoef(crop.numpy().ravel(), orig.numpy().ravel())[0, 1]
+        assert corr > 0.75, (i, corr)
+
+
+def test_blank_images_find_no_digit(reader_run):
+    _, model = reader_run
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:300, 0:400]
+    blanks = {
+        "white": np.ones((300, 400)),
+        "black": np.zeros((300, 400)),
+        "noisy paper with a gradient": 0.6 + 0.3 * xx / 400 + rng.normal(0, 0.02, (300, 400)),
+    }
+    for name, a in blanks.items():
+        r = read_image(np.clip(a, 0, 1).astype(np.float32), model)
+        assert not r.found and r.text == "" and r.to_json()["message"] == "no digit found", name
+        assert preprocess_digit(np.clip(a, 0, 1).astype(np.float32)).max() == 0, name
+
+
+def test_canvas_digit_read_in_both_polarities(mnist, reader_run):
+    _, model = reader_run
+    right = {True: 0, False: 0}
+    for i in range(20):
+        for dark in (True, False):
+            png = _encode(Image.fromarray(_canvas(mnist, i, dark_ink=dark)), "PNG")
+            r = read_image(png, model)
+            assert len(r.digits) == 1, (i, dark, r.text)
+            assert r.dark_ink == dark
+            right[dark] += r.digits[0].digit == int(mnist.test_labels[i])
+            d = r.digits[0]
+            assert d.crop.shape == (28, 28) and len(d.probs) == 10
+            assert sum(d.probs) == pytest.approx(1, abs=1e-4)
+    assert right[True] >= 18 and right[False] >= 18, right
+
+
+def test_generated_page_is_read(mnist, reader_run):
+    _, model = reader_run
+    rng = np.random.default_rng(7)
+    spec = PageSpec(width=900, height=600, min_lines=3, max_lines=3, min_digits=5, max_digits=6, touch_prob=0.0)
+    page, lines, boxes = make_page(mnist, rng, spec)
+    r = read_image(_encode(page, "JPEG", quality=80), model)
+    s = score_page(lines, r.text)
+    assert len(r.text.split("\n")) == len(lines), (lines, r.text)
+    assert s["digit_errors"] <= 2, (lines, r.text)
+    assert r.to_json()["digits"][0].keys() >= {"digit", "confidence", "box", "line"}
+    json.dumps(r.to_json())  # serialisable
+
+
+def test_score_page_counts_edits():
+    assert score_page(["123", "45"], "123\n45") == {"digits": 5, "digit_errors": 0, "lines": 2, "lines_exact": 2}
+    assert score_page(["123", "45"], "13\n475") == {"digits": 5, "digit_errors": 2, "lines": 2, "lines_exact": 0}
+    assert score_page(["123"], "") == {"digits": 3, "digit_errors": 3, "lines": 1, "lines_exact": 0}
+
+
+# --------------------------------------------------------------------------------------------
+# augmentation
+
+
+def test_handwriting_augmentation_is_batched_and_seeded(mnist):
+    from mnistlab.augment import augment_batch
+
+    x = mnist.test_images[:64].unsqueeze(1).float() / 255
+    cfg = AugmentConfig(rotate=10, elastic=2, thickness=1, blur=1, noise=0.1, contrast=0.5, invert=0.5)
+    a = augment_batch(x, cfg, torch.Generator().manual_seed(1))
+    b = augment_batch(x, cfg, torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and torch.equal(a, b)
+    assert a.min() >= 0 and a.max() <= 1
+    assert not torch.allclose(a, x)
+    inverted = augment_batch(x, AugmentConfig(invert=1.0), torch.Generator())
+    assert torch.allclose(inverted, 1 - x)
+    thick = augment_batch(x, AugmentConfig(thickness=1.0), torch.Generator().manual_seed(0))
+    changed = (thick - x).abs().flatten(1).sum(1) > 0
+    assert changed.all()  # every sample thickened or thinned
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+
+
+def _cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "mnistlab", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def test_predict_cli_reads_good_files_and_reports_bad_ones(mnist, reader_run, tmp_path):
+    run_dir, _ = reader_run
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(_canvas(mnist, i, dark_ink=True)).save(folder / f"d{i}.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    Image.new("L", (200, 200), 255).save(folder / "blank.png")
+    res = _cli("predict", str(folder), "--run", str(run_dir), "--json")
+    assert res.returncode == 1
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    by_name = {Path(r["file"]).name: r for r in rows}
+    assert set(by_name) == {"d0.png", "d1.png", "d2.png", "broken.jpg", "blank.png"}
+    assert "error" in by_name["broken.jpg"]
+    assert by_name["blank.png"]["text"] == "" and by_name["blank.png"]["digits"] == []
+    read = [by_name[f"d{i}.png"]["text"] for i in range(3)]
+    assert sum(t == str(int(mnist.test_labels[i])) for i, t in enumerate(read)) >= 2, read
+
+    explain = tmp_path / "explain.png"
+    res = _cli("predict", str(folder / "d0.png"), "--run", str(run_dir), "--explain", str(explain))
+    assert res.returncode == 0, res.stderr
+    assert Image.open(explain).size[0] > 400
+
+
+def test_evaluate_images_cli(mnist, reader_run, tmp_path):
+    run_dir, _ = reader_run
+    for i in range(12):
+        label = int(mnist.test_labels[i])
+        sub = tmp_path / "mine" / str(label)
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(_canvas(mnist, i, 120, dark_ink=True)).save(sub / f"{i}.png")
+    gallery = tmp_path / "misses.png"
+    res = _cli("evaluate-images", str(tmp_path / "mine"), "--run", str(run_dir), "--json", "--gallery", str(gallery))
+    assert res.returncode == 0, res.stderr
+    s = json.loads(res.stdout)
+    assert s["n"] == 12 and s["acc"] >= 0.75
+    assert np.array(s["confusion"]).sum() == 12
