@@ -1,0 +1,140 @@
+"""Run a study: every variant x seed through `run_experiment`, locally or as Ray tasks.
+
+Records go to <root>/<variant>/s<seed>/ (a normal run folder, see runs.py), with
+<root> = $MNISTLAB_RUNS/studies/<study> (or <study>-quick with --quick), unless `out` is given.
+A run whose folder already has a result.json is skipped, so a study interrupted by Ctrl-C
+continues where it stopped; an interrupted run with a checkpoint resumes from its last epoch.
+A complete run recorded with a different config (the study file changed) is an error, never
+silently mixed into the table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mnistlab import checkpoint, runs
+from mnistlab.config import RunConfig, run_config_from_dict
+from mnistlab.data import MNIST, load_mnist
+from mnistlab.errors import ConfigError, RunError
+from mnistlab.experiment import run_experiment
+from mnistlab.studies import Study, Variant, validate
+from mnistlab.train import Callback
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass
+class RunEvent:
+    """What the runner tells its caller (the CLI prints it; nothing here prints)."""
+
+    kind: str  # "skip" | "start" | "done"
+    variant: str
+    seed: int
+    index: int  # 1-based position in the plan
+    total: int
+    run_dir: Path
+    result: dict[str, Any] | None = None
+
+
+def study_root(study: Study, quick: bool = False, out: str | Path | None = None) -> Path:
+    if out is not None:
+        return Path(out)
+    return runs.runs_root() / "studies" / (f"{study.name}-quick" if quick else study.name)
+
+
+def run_dir_for(root: Path, variant: str, seed: int) -> Path:
+    return root / variant / f"s{seed}"
+
+
+def _same_config(run_dir: Path, cfg: RunConfig) -> bool:
+    recorded = json.loads((run_dir / runs.CONFIG).read_text())
+    return run_config_from_dict(recorded).to_dict() == cfg.to_dict()
+
+
+def callbacks_for(study: Study, variant: Variant, run_dir: Path) -> list[Callback]:
+    """Per-run extras the report needs: within-epoch curves, and 3.2's activation histograms."""
+    from mnistlab.studies.steps import StepCurve
+
+    cbs: list[Callback] = [StepCurve(run_dir)]
+    if "activations" in study.figures and study.activations.get("variant") == variant.name:
+        from mnistlab.studies.activations import ActivationHistograms
+
+        cbs.append(
+            ActivationHistograms(
+                run_dir,
+                layers=int(study.activations.get("layers", 6)),
+                samples=int(study.activations.get("samples", 1000)),
+            )
+        )
+    return cbs
+
+
+def run_study(
+    study: Study,
+    *,
+    seeds: int = 3,
+    quick: bool = False,
+    executor: str = "local",
+    address: str | None = None,
+    out: str | Path | None = None,
+    mnist: MNIST | None = None,
+    data_dir: str | None = None,
+    device: str | None = None,
+    on_event: Callable[[RunEvent], None] = lambda e: None,
+    ray_cpus: int = 2,
+) -> Path:
+    """Train what is missing of `study` and return its root folder (see module docstring)."""
+    if executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    if address and executor != "ray":
+        raise ConfigError("--address needs --executor ray")
+    plan = validate(study, seeds, quick)  # every key and value checked before anything trains
+    root = study_root(study, quick, out)
+    todo: list[tuple[int, Variant, int, RunConfig, Path]] = []
+    for i, (v, s, cfg) in enumerate(plan, start=1):
+        rd = run_dir_for(root, v.name, s)
+        if runs.is_complete(rd):
+            if not _same_config(rd, cfg):
+                raise RunError(
+                    f"{rd} holds a complete run with a different config (the study changed?): "
+                    f"remove it or pass another --out"
+                )
+            on_event(RunEvent("skip", v.name, s, i, len(plan), rd, runs.read_json(rd / runs.RESULT)))
+            continue
+        todo.append((i, v, s, cfg, rd))
+    if executor == "ray":
+        from mnistlab.studies import ray_executor  # imports Ray: only on request
+
+        ray_executor.run_all(study, todo, len(plan), address, data_dir, device, on_event, ray_cpus)
+        return root
+    mnist = mnist or load_mnist(data_dir)
+    for i, v, s, cfg, rd in todo:
+        on_event(RunEvent("start", v.name, s, i, len(plan), rd))
+        result = run_one(cfg, rd, mnist, device, callbacks_for(study, v, rd))
+        on_event(RunEvent("done", v.name, s, i, len(plan), rd, result))
+    return root
+
+
+def run_one(
+    cfg: RunConfig, run_dir: Path, mnist: MNIST, device: str | None, callbacks: list[Callback]
+) -> dict[str, Any]:
+    """One run into `run_dir`, resuming from its checkpoint when an earlier attempt was cut off."""
+    resume = None
+    ckpt_path = run_dir / checkpoint.CHECKPOINT
+    if ckpt_path.is_file() and (run_dir / runs.CONFIG).is_file() and _same_config(run_dir, cfg):
+        try:
+            resume = checkpoint.load(ckpt_path)
+        except Exception:  # a checkpoint cut off mid-write: start the run again
+            resume = None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    outcome = run_experiment(cfg, run_dir=run_dir, mnist=mnist, device=device, callbacks=callbacks, resume=resume)
+    return outcome.result
+
+
+def data_dir_env() -> str | None:
+    return os.environ.get("MNISTLAB_DATA")
