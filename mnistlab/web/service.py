@@ -1,0 +1,490 @@
+"""What the web page does, without the web framework: models, image checks, predict, attack, maps.
+
+Everything here works on one canonical picture of a digit: a (1, 1, 28, 28) float tensor in
+[0, 1], white ink on black, MNIST-normalised (what the handwriting pipeline calls a crop). Each
+run's model is wrapped in `CanonicalInput`, which applies that run's own data variant (no
+scaling, sub-sampling, inversion, 3 channels) so that one page, one API and one attack serve
+every model on disk.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import io
+import math
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+
+from mnistlab import runs, transforms
+from mnistlab.config import DataConfig
+from mnistlab.errors import MnistlabError
+
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # one image, after base64 decoding
+MAX_BODY_BYTES = MAX_UPLOAD_BYTES * 4 // 3 + 64 * 1024  # a data URL of that image, plus JSON/multipart framing
+MAX_PIXELS = 40_000_000  # as the handwriting pipeline: more is a decompression bomb, not a page of digits
+MAX_ATTACK_STEPS = 500  # bounds the CPU one request can take
+DEFAULT_MODEL = "default"  # the handwriting pipeline's default model (trained on first use)
+MAX_MAPS_SHOWN = 64
+
+
+class WebInputError(MnistlabError):
+    """A request the page or an API client can fix; `status` is the HTTP status it answers."""
+
+    status = 422
+
+
+class TooLarge(WebInputError):
+    status = 413
+
+
+class NotAnImage(WebInputError):
+    status = 415
+
+
+class UnknownModel(WebInputError):
+    status = 404
+
+
+class CanonicalInput(nn.Module):
+    """A run's model that takes (N, 1, 28, 28) grey in [0, 1], white on black, like every crop.
+
+    `prepare` turns the canonical picture into what the run was trained on, in the order
+    `dataset.prepare_splits` builds it: scale, sub-sample, invert, repeat channels. It is made of
+    differentiable tensor ops, so attacks in [0, 1] pixel space see through it.
+    """
+
+    def __init__(self, model: nn.Module, data: DataConfig | None = None, seed: int = 0):
+        super().__init__()
+        self.model = model
+        self.data = data or DataConfig()
+        self.seed = seed
+        self.input_shape = (1, 28, 28)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.data
+        if not d.scale:
+            x = x * 255.0
+        x = transforms.subsample(x, d.subsample, d.subsample_keep, self.seed, d.upsample)
+        if d.invert == "only":
+            x = transforms.invert(x, d.scale)
+        channels, height, width = getattr(self.model, "input_shape", (1, 28, 28))
+        if x.shape[-2:] != (height, width):  # a model built for another size than its data variant gives
+            x = nn.functional.interpolate(x, size=(height, width), mode="area")
+        return transforms.with_channels(x, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(self.prepare(x))
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    model: nn.Module  # the run's own network (layer names for feature maps)
+    net: CanonicalInput  # the same network, taking canonical crops
+    info: dict[str, Any]
+    # Feature maps hook a layer while they run; a request reading a digit through the same
+    # module at that moment would fire the hook too. They get their own copy, one at a time.
+    maps_lock: threading.Lock = field(default_factory=threading.Lock)
+    _maps_model: nn.Module | None = None
+
+    def maps_model(self) -> nn.Module:
+        if self._maps_model is None:
+            self._maps_model = copy.deepcopy(self.model).eval()
+        return self._maps_model
+
+
+def _summary(name: str, path: Path | None) -> dict[str, Any]:
+    """What the model picker shows, read from the run's JSON files only (no weights loaded)."""
+    builtin = path is None
+    if builtin:
+        from mnistlab.handwriting.model import default_model_dir
+
+        path = default_model_dir()
+        if not runs.is_complete(path):
+            return {"name": name, "model": "robust", "builtin": True, "complete": False, "trained": False}
+    info: dict[str, Any] = {"name": name, "builtin": builtin, "complete": runs.is_complete(path)}
+    try:
+        config = runs.read_json(path / runs.CONFIG)
+        info["model"] = config.get("model")
+        info["seed"] = config.get("seed")
+        if info["complete"]:
+            result = runs.read_json(path / runs.RESULT)
+            info["test_acc"] = result.get("test_acc")
+            info["epochs"] = result.get("epochs")
+    except (MnistlabError, AttributeError):
+        info["unreadable"] = True
+    return info
+
+
+class ModelStore:
+    """Runs on disk by name, loaded on first use and kept (a few at a time) for later requests.
+
+    A name is checked with `runs.check_name` and looked up among the folders actually listed under
+    the runs root before any path is built from it, so a request cannot point the server at an
+    arbitrary file.
+    """
+
+    def __init__(
+        self,
+        runs_root: Path | None = None,
+        default_run: str | Path | None = None,
+        device: torch.device | str = "cpu",
+        cache_size: int = 4,
+    ):
+        self.root = Path(runs_root) if runs_root is not None else runs.runs_root()
+        self.device = torch.device(device)
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, float], LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+        self._extra: dict[str, Path] = {}  # --run given as a folder outside the runs root
+        if default_run is not None:
+            self.default = self._register_default(default_run)
+        elif _has_default_model():
+            self.default = DEFAULT_MODEL
+        else:
+            complete = [p for p in self._run_paths().values() if runs.is_complete(p)]
+            if not complete:
+                raise runs.RunError(f"no model to serve: no complete run under {self.root}/ (train one, or pass --run)")
+            self.default = max(complete, key=lambda p: p.stat().st_mtime).name
+
+    def _register_default(self, ref: str | Path) -> str:
+        path = Path(ref)
+        if not path.is_dir():
+            name = runs.check_name(str(ref), "run name")
+            path = self.root / name
+            if not path.is_dir():
+                raise runs.RunError(f"no run {str(ref)!r} (not a folder, nor a run under {self.root}/)")
+        if not (path / runs.CONFIG).is_file():
+            raise runs.RunError(f"{path} is not a run folder (no {runs.CONFIG})")
+        name = runs.check_name(path.name, "run folder name")
+        if path.resolve() != (self.root / name).resolve():
+            self._extra[name] = path
+        return name
+
+    def _run_paths(self) -> dict[str, Path]:
+        found = {p.name: p for p in runs.iter_runs(self.root) if _is_safe_name(p.name)}
+        return {**found, **self._extra}
+
+    def list(self) -> list[dict[str, Any]]:
+        entries = []
+        if _has_default_model():
+            entries.append(_summary(DEFAULT_MODEL, None))
+        entries += [_summary(name, path) for name, path in sorted(self._run_paths().items())]
+        for e in entries:
+            e["default"] = e["name"] == self.default
+        return entries
+
+    def _path_of(self, name: str) -> Path | None:
+        if name == DEFAULT_MODEL and _has_default_model():
+            return None
+        try:
+            runs.check_name(name, "model name")
+        except MnistlabError as e:
+            raise UnknownModel(str(e)) from None
+        path = self._run_paths().get(name)
+        if path is None:
+            raise UnknownModel(f"unknown model {name!r}: no such run under {self.root}/ (see GET /api/models)")
+        return path
+
+    def get(self, name: str | None = None) -> LoadedModel:
+        name = name or self.default
+        path = self._path_of(name)
+        # a run trained again in place (new weights) is loaded again
+        stamp = (path / runs.WEIGHTS).stat().st_mtime if path and (path / runs.WEIGHTS).is_file() else 0.0
+        key = (name, stamp)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+            loaded = self._load(name, path)
+            self._cache[key] = loaded
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+            return loaded
+
+    def _load(self, name: str, path: Path | None) -> LoadedModel:
+        run_path = path
+        if run_path is None:  # the handwriting default model: a run record in the cache
+            from mnistlab.handwriting import default_model
+            from mnistlab.handwriting.model import default_model_dir
+
+            run_path = default_model_dir()
+            if not runs.is_complete(run_path):
+                default_model(self.device)  # trains it once (a minute or so) and caches it
+        run = runs.load_run(run_path, self.device)
+        model = run.model.eval()
+        net = CanonicalInput(model, run.config.data, run.config.seed)
+        for p in net.parameters():  # attacks take gradients w.r.t. the input only
+            p.requires_grad_(False)
+        info = _summary(name, path)
+        info["input_shape"] = list(getattr(model, "input_shape", (1, 28, 28)))
+        return LoadedModel(name, model, net.eval(), info)
+
+
+def _is_safe_name(name: str) -> bool:
+    try:
+        runs.check_name(name)
+    except MnistlabError:
+        return False
+    return True
+
+
+def _has_default_model() -> bool:
+    try:
+        from mnistlab.handwriting import default_model  # noqa: F401
+        from mnistlab.handwriting.model import default_model_dir  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# images in
+
+
+def decode_data_url(url: str) -> bytes:
+    """`data:image/png;base64,...` -> the image's bytes."""
+    head, sep, payload = url.partition(",")
+    if not sep or not head.startswith("data:") or not head.endswith(";base64"):
+        raise WebInputError("image must be a base64 data URL, e.g. data:image/png;base64,iVBOR...")
+    if len(payload) > MAX_BODY_BYTES:
+        raise TooLarge(f"image too large: the limit is {MAX_UPLOAD_BYTES // 2**20} MB")
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise WebInputError("image data URL: the base64 payload is not valid") from None
+    return data
+
+
+def check_image(data: bytes) -> tuple[int, int]:
+    """Size, type and pixel-count checks before any decoding; the (width, height) as displayed.
+
+    Only the header is read here; the handwriting pipeline decodes the pixels. The size returned
+    is after EXIF orientation, the frame the boxes of a reading refer to (and browsers show).
+    """
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise TooLarge(f"image too large: the limit is {MAX_UPLOAD_BYTES // 2**20} MB")
+    if not data:
+        raise NotAnImage("empty upload: send an image file (PNG, JPEG, WebP, GIF, BMP, TIFF)")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            orientation = img.getexif().get(0x0112, 1) if hasattr(img, "getexif") else 1
+    except Image.DecompressionBombError:
+        raise TooLarge(f"image has too many pixels: the limit is {MAX_PIXELS // 1_000_000} megapixels") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise NotAnImage("not an image: send a PNG, JPEG, WebP, GIF, BMP or TIFF file") from None
+    if width * height > MAX_PIXELS:
+        raise TooLarge(
+            f"image has too many pixels: {width}x{height}, the limit is {MAX_PIXELS // 1_000_000} megapixels"
+        )
+    if orientation in (5, 6, 7, 8):  # rotated by 90 degrees one way or the other
+        width, height = height, width
+    return width, height
+
+
+def canonical_from_pixels(pixels: list[list[float]]) -> torch.Tensor:
+    """A 28x28 list of lists (what /api/predict returns as `input`) -> (1, 1, 28, 28) in [0, 1]."""
+    x = torch.tensor(pixels, dtype=torch.float32)
+    if x.shape != (28, 28):
+        raise WebInputError(f"input must be 28 rows of 28 numbers, got shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise WebInputError("input holds NaN or infinite values")
+    return x.clamp(0.0, 1.0).view(1, 1, 28, 28)
+
+
+def canonical_from_image(data: bytes) -> torch.Tensor:
+    """One digit's image (any polarity, any size) -> the canonical (1, 1, 28, 28) crop."""
+    from mnistlab.handwriting import preprocess_digit
+
+    check_image(data)
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        x = preprocess_digit(img)
+    return torch.as_tensor(x, dtype=torch.float32).reshape(1, 1, 28, 28).clamp(0.0, 1.0)
+
+
+def _pixels(x: torch.Tensor, decimals: int = 3) -> list[list[float]]:
+    return np.round(x.detach().float().cpu().reshape(28, 28).numpy(), decimals).tolist()
+
+
+def _probs(p: Any) -> list[float]:
+    return [round(float(v), 6) for v in torch.as_tensor(p).flatten().tolist()]
+
+
+# ---------------------------------------------------------------------------------------------
+# the three things the page does
+
+
+def predict(store: ModelStore, data: bytes, model: str | None = None, filename: str = "upload") -> dict[str, Any]:
+    """Read every digit in an image: the fields of `mnistlab predict --json`, plus what the page draws.
+
+    Added per digit: `probs` (10 numbers) and `input` (the 28x28 crop the model saw, 3 decimals);
+    added per reading: `model`, `width`/`height` (the frame of the boxes) and `elapsed_ms`.
+    """
+    from mnistlab.handwriting import read_image
+
+    start = time.perf_counter()
+    width, height = check_image(data)
+    loaded = store.get(model)
+    reading = read_image(data, loaded.net, device=store.device, name=filename)
+    out = dict(reading.to_json())
+    out["file"] = filename
+    digits = []
+    for shown, d in zip(out.get("digits", []), reading.digits, strict=False):
+        digits.append({"probs": _probs(d.probs), **shown, "input": _pixels(torch.as_tensor(d.crop))})
+    out["digits"] = digits
+    if not digits:
+        out["message"] = out.get("message") or "no digit found"
+    out["model"] = loaded.name
+    out.setdefault("width", width)
+    out.setdefault("height", height)
+    out["elapsed_ms"] = round((time.perf_counter() - start) * 1000, 2)
+    return out
+
+
+def attack(
+    store: ModelStore,
+    x: torch.Tensor,
+    target: int,
+    model: str | None = None,
+    method: str = "pgd",
+    norm: str = "linf",
+    eps: float | None = None,
+    steps: int = 50,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """A targeted adversarial example for one canonical crop: the picture, the change, the new verdict."""
+    from mnistlab.attacks import targeted_attack
+
+    if not 0 <= target <= 9:
+        raise WebInputError(f"target must be a digit 0-9, got {target}")
+    if not 1 <= steps <= MAX_ATTACK_STEPS:
+        raise WebInputError(f"steps must be 1..{MAX_ATTACK_STEPS}, got {steps}")
+    loaded = store.get(model)
+    start = time.perf_counter()
+    x = x.to(store.device)
+    generator = torch.Generator(device=store.device).manual_seed(seed)  # the same request, the same picture
+    res = targeted_attack(
+        loaded.net,
+        x,
+        torch.tensor([target], device=store.device),
+        method=method,
+        norm=norm,
+        eps=eps,
+        steps=steps,
+        generator=generator,
+    )
+    adv = res.x_adv.detach().reshape(1, 1, 28, 28)
+    before, after = torch.as_tensor(res.probs_before)[0], torch.as_tensor(res.probs_after)[0]
+    delta = adv - x
+    return {
+        "model": loaded.name,
+        "target": target,
+        "method": method,
+        "norm": norm,
+        "eps": eps,  # as asked: None searched the smallest budget that works
+        "eps_used": float(torch.as_tensor(res.eps).flatten()[0]) if getattr(res, "eps", None) is not None else eps,
+        "steps": steps,
+        "success": bool(torch.as_tensor(res.success).flatten()[0]),
+        "predicted_before": int(before.argmax()),
+        "predicted_after": int(after.argmax()),
+        "probs_before": _probs(before),
+        "probs_after": _probs(after),
+        "l2": float(torch.as_tensor(res.l2).flatten()[0]),
+        "linf": float(torch.as_tensor(res.linf).flatten()[0]),
+        "adversarial": _pixels(adv, 4),
+        "perturbation": _pixels(delta, 4),
+        "elapsed_ms": round((time.perf_counter() - start) * 1000, 2),
+    }
+
+
+def feature_maps(store: ModelStore, x: torch.Tensor, layer: str | None = None, model: str | None = None) -> dict:
+    """The activations of one named layer for one crop, as a mosaic PNG (one tile per channel)."""
+    from mnistlab.viz.layers import feature_maps as layer_maps
+    from mnistlab.viz.layers import layer_names, layer_outputs
+
+    loaded = store.get(model)
+    names = list(layer_names(loaded.model))
+    if not names:
+        raise WebInputError(f"model {loaded.name!r} has no layers to look inside")
+    layer = layer or names[0]
+    if layer not in names:
+        raise WebInputError(f"unknown layer {layer!r}; choose one of {', '.join(names)}")
+    with torch.no_grad(), loaded.maps_lock:
+        model = loaded.maps_model()
+        prepared = loaded.net.prepare(x.to(store.device))
+        try:
+            maps = layer_maps(model, prepared, layer)
+        except MnistlabError:  # a layer after the flatten: a vector, drawn as one tile of cells
+            maps = layer_outputs(model, prepared, [layer])[layer][0].reshape(-1, 1, 1)
+    maps = maps.detach().float().cpu()
+    png, shown = mosaic_png(maps)
+    channels, height, width = maps.shape
+    return {
+        "model": loaded.name,
+        "layer": layer,
+        "layers": names,
+        "channels": channels,
+        "height": height,
+        "width": width,
+        "shown": shown,
+        "min": float(maps.min()),
+        "max": float(maps.max()),
+        "image": "data:image/png;base64," + base64.b64encode(png).decode(),
+    }
+
+
+def _viridis(v: np.ndarray) -> np.ndarray:
+    """[0, 1] -> RGB uint8 on matplotlib's viridis, from a 5-stop table (no matplotlib import)."""
+    stops = np.array(
+        [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=np.float32
+    )  # viridis at 0, .25, .5, .75, 1
+    t = np.clip(v, 0, 1) * (len(stops) - 1)
+    i = np.minimum(t.astype(int), len(stops) - 2)
+    f = (t - i)[..., None]
+    return (stops[i] * (1 - f) + stops[i + 1] * f).astype(np.uint8)
+
+
+def mosaic_png(maps: torch.Tensor, tile: int = 56, gap: int = 4) -> tuple[bytes, int]:
+    """(C, h, w) -> a PNG grid, each channel scaled to its own range (a flat one shows dark).
+
+    Fully-connected layers arrive as (C, 1, 1): they are drawn as one tile of C cells instead.
+    """
+    if maps.shape[1:] == (1, 1):
+        values = maps.flatten()
+        side = math.ceil(math.sqrt(values.numel()))
+        grid = torch.full((side * side,), float("nan"))
+        grid[: values.numel()] = values
+        maps, shown, tile = grid.view(1, side, side), values.numel(), 4 * tile
+    else:
+        maps, shown = maps[:MAX_MAPS_SHOWN], min(maps.shape[0], MAX_MAPS_SHOWN)
+    arr = maps.numpy()
+    lo = np.nanmin(arr, axis=(1, 2), keepdims=True)
+    hi = np.nanmax(arr, axis=(1, 2), keepdims=True)
+    norm = np.where(hi > lo, (arr - lo) / np.where(hi > lo, hi - lo, 1), 0.0)
+    n, h, w = norm.shape
+    scale = max(1, tile // max(h, w))
+    cols = math.ceil(math.sqrt(2 * n))  # twice as wide as tall: the panel spans the page
+    rows = math.ceil(n / cols)
+    th, tw = h * scale, w * scale
+    canvas = np.full((rows * (th + gap) - gap, cols * (tw + gap) - gap, 3), 255, np.uint8)
+    for k in range(n):
+        r, c = divmod(k, cols)
+        rgb = _viridis(np.nan_to_num(norm[k], nan=0.0)).repeat(scale, 0).repeat(scale, 1)
+        rgb[np.isnan(norm[k]).repeat(scale, 0).repeat(scale, 1)] = 255  # padding cells of a dense layer
+        canvas[r * (th + gap) : r * (th + gap) + th, c * (tw + gap) : c * (tw + gap) + tw] = rgb
+    buf = io.BytesIO()
+    Image.fromarray(canvas).save(buf, format="PNG", optimize=False)
+    return buf.getvalue(), shown
