@@ -1,0 +1,76 @@
+"""`mnistlab loadtest`: a bounded local load test of `mnistlab serve`, written into docs/load.md."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+
+from mnistlab.cli._common import DataDirOption, err, out, print_json
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("loadtest")
+    def loadtest_cmd(
+        requests: int = typer.Option(2000, "--requests", help="Predict requests to send in all."),
+        concurrency: int = typer.Option(32, "--concurrency", help="Clients sending at the same time."),
+        run: str = typer.Option(None, "--run", help="Run to serve (default: what `mnistlab serve` serves)."),
+        out_path: Path = typer.Option(None, "--out", help="Write the report (Markdown) here, e.g. docs/load.md."),
+        digit: int = typer.Option(0, "--digit", help="Index of the MNIST test digit sent as the drawn image."),
+        time_limit: float = typer.Option(600.0, "--time-limit", help="Stop sending after this many seconds."),
+        data_dir: str = typer.Option(None, "--data-dir", **DataDirOption),
+        json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    ) -> None:
+        """Start the server on 127.0.0.1, send N predict requests C at a time, stop it; report errors, latency, memory."""
+        from mnistlab.cli.core import load_data
+        from mnistlab.errors import ConfigError
+        from mnistlab.loadtest import markdown_report, run_loadtest
+        from mnistlab.web.bench import canvas_png
+
+        if requests < 1 or concurrency < 1 or time_limit <= 0:
+            raise ConfigError("--requests and --concurrency must be >= 1 and --time-limit > 0")
+        mnist = load_data(data_dir)
+        if not 0 <= digit < len(mnist.test_labels):
+            raise ConfigError(f"bad --digit {digit}: use 0..{len(mnist.test_labels) - 1}")
+        image = canvas_png(mnist.test_images[digit])
+        expected = str(int(mnist.test_labels[digit]))
+        err.print(f"load test: {requests} requests, {concurrency} concurrent, on 127.0.0.1 (starting the server)")
+        result = run_loadtest(
+            image, expected, requests, concurrency, run=run, data_dir=data_dir, time_limit_s=time_limit
+        )
+        result["model"] = run or "the default of `mnistlab serve`"
+        if out_path is not None:
+            command = "mnistlab " + shlex.join(sys.argv[1:])
+            when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            out_path.write_text(markdown_report(result, command, when, _machine(), result["model"]))
+        if json_out:
+            print_json(result)
+        else:
+            r = result
+            out.print(
+                f"{r['completed']}/{r['requests']} requests, {r['errors']} errors {r['error_kinds'] or ''}\n"
+                f"latency p50 {r['p50_ms']} ms, p95 {r['p95_ms']} ms, max {r['max_ms']} ms; "
+                f"{r['throughput_rps']} requests/s\n"
+                f"server RSS {r['rss_before_mib']} -> {r['rss_after_mib']} MiB"
+                + (f"; report written to {out_path}" if out_path else "")
+            )
+        if result["errors"] or result["not_sent"]:
+            raise typer.Exit(1)

@@ -1,0 +1,217 @@
+"""A bounded local load test of `mnistlab serve`: N predict requests, C at a time, loopback only.
+
+`run_loadtest` starts the real server (`python -m mnistlab serve --port P`) as a child process on
+127.0.0.1 and a free port, waits for /healthz, sends `requests` POST /api/predict uploads of one
+real drawn digit (an MNIST test digit as the page's 140x140 PNG) from `concurrency` threads,
+then stops the server. Bounded twice: by the request count and by `time_limit_s` (requests not
+started by then are counted as not sent). The server's resident memory (VmRSS from
+/proc/PID/status, in MiB) is read after the model is loaded and after the last request.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnistlab.errors import MnistlabError
+
+HOST = "127.0.0.1"  # never anything else: this tool loads only the local machine
+
+
+class LoadTestError(MnistlabError):
+    """The server would not start, or the load test could not run."""
+
+
+def free_port(host: str = HOST) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def rss_mib(pid: int) -> float | None:
+    """Resident memory of process `pid` in MiB (Linux /proc), or None where unavailable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024  # the kernel reports kB
+    except OSError:
+        return None
+    return None
+
+
+def _start_server(run: str | None, port: int, data_dir: str | None, start_timeout_s: float) -> subprocess.Popen:
+    import httpx
+
+    cmd = [sys.executable, "-m", "mnistlab", "serve", "--host", HOST, "--port", str(port)]
+    if run is not None:
+        cmd += ["--run", run]
+    if data_dir is not None:
+        cmd += ["--data-dir", data_dir]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + start_timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            msg = (proc.stderr.read() if proc.stderr else "").strip().splitlines()
+            raise LoadTestError(f"the server exited with status {proc.returncode}: {msg[-1] if msg else 'no message'}")
+        try:
+            if httpx.get(f"http://{HOST}:{port}/healthz", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    _stop(proc)
+    raise LoadTestError(f"the server did not answer /healthz within {start_timeout_s:.0f} s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)  # uvicorn's graceful shutdown, as Ctrl-C
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stderr:
+        proc.stderr.close()
+
+
+def percentiles(ms: list[float]) -> dict[str, float]:
+    if not ms:
+        return {"p50_ms": float("nan"), "p95_ms": float("nan"), "max_ms": float("nan")}
+    a = np.asarray(ms)
+    return {
+        "p50_ms": round(float(np.percentile(a, 50)), 2),
+        "p95_ms": round(float(np.percentile(a, 95)), 2),
+        "max_ms": round(float(a.max()), 2),
+    }
+
+
+def run_loadtest(
+    image_png: bytes,
+    expected_text: str | None = None,
+    requests: int = 2000,
+    concurrency: int = 32,
+    run: str | None = None,
+    data_dir: str | None = None,
+    time_limit_s: float = 600.0,
+    start_timeout_s: float = 300.0,
+) -> dict[str, Any]:
+    """Load the local server with `requests` uploads of `image_png`; returns the measurements.
+
+    An answer counts as an error unless it is HTTP 200 with JSON digits (and, given
+    `expected_text`, reads that text): a wrong reading under load would be an error too.
+    """
+    import httpx
+
+    if requests < 1 or concurrency < 1:
+        raise LoadTestError("--requests and --concurrency must be at least 1")
+    port = free_port()
+    proc = _start_server(run, port, data_dir, start_timeout_s)
+    url = f"http://{HOST}:{port}/api/predict"
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    lock = threading.Lock()
+    next_index = iter(range(requests))
+    stop_at = time.monotonic() + time_limit_s
+
+    def worker() -> None:
+        client = httpx.Client(timeout=60)  # one keep-alive connection per worker, as a browser
+        try:
+            while True:
+                with lock:
+                    if time.monotonic() > stop_at or next(next_index, None) is None:
+                        return
+                t0 = time.perf_counter()
+                problem = None
+                try:
+                    r = client.post(url, files={"file": ("digit.png", image_png, "image/png")})
+                    if r.status_code != 200:
+                        problem = f"HTTP {r.status_code}"
+                    elif expected_text is not None and r.json().get("text", "").strip() != expected_text:
+                        problem = "wrong reading"
+                except (httpx.HTTPError, ValueError) as e:
+                    problem = type(e).__name__
+                ms = (time.perf_counter() - t0) * 1000
+                with lock:
+                    if problem is None:
+                        latencies.append(ms)
+                    else:
+                        errors[problem] = errors.get(problem, 0) + 1
+        finally:
+            client.close()
+
+    try:
+        # one request first: loads the model and warms the caches, so "before" is the served state
+        warm = httpx.post(url, files={"file": ("digit.png", image_png, "image/png")}, timeout=120)
+        if warm.status_code != 200:
+            raise LoadTestError(f"the warm-up request failed: HTTP {warm.status_code} {warm.text[:200]}")
+        rss_before = rss_mib(proc.pid)
+        load_before = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            for f in [pool.submit(worker) for _ in range(concurrency)]:
+                f.result()
+        wall = time.perf_counter() - t0
+        rss_after = rss_mib(proc.pid)
+        load_after = os.getloadavg()[0]
+    finally:
+        _stop(proc)
+    done = len(latencies) + sum(errors.values())
+    return {
+        "requests": requests,
+        "concurrency": concurrency,
+        "completed": done,
+        "not_sent": requests - done,
+        "ok": len(latencies),
+        "errors": sum(errors.values()),
+        "error_kinds": errors,
+        "seconds": round(wall, 2),
+        "throughput_rps": round(done / wall, 1) if wall > 0 else float("nan"),
+        **percentiles(latencies),
+        "rss_before_mib": None if rss_before is None else round(rss_before, 1),
+        "rss_after_mib": None if rss_after is None else round(rss_after, 1),
+        "load_average_before": round(load_before, 2),
+        "load_average_after": round(load_after, 2),
+        "server_pid_exit": proc.returncode,
+    }
+
+
+def markdown_report(result: dict[str, Any], command: str, when: str, machine: str, model: str) -> str:
+    """docs/load.md: the command, where and when it ran, and its measurements."""
+    r = result
+    zero = "yes" if r["errors"] == 0 and r["not_sent"] == 0 else "NO"
+    lines = [
+        "# Load test of `mnistlab serve`",
+        "",
+        "Written by the command below (`mnistlab loadtest`): it starts the server on 127.0.0.1 and a free",
+        "port, sends POST /api/predict uploads of one drawn digit (an MNIST test digit as the page's",
+        "140x140 PNG) from concurrent clients, checks every answer (HTTP 200 and the right digit), then",
+        "stops the server. Latency is wall-clock per request as the client saw it, queueing included.",
+        "",
+        f"- command: `{command}`",
+        f"- date: {when}",
+        f"- machine: {machine}",
+        f"- model: {model}",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| requests sent / asked | {r['completed']} / {r['requests']} |",
+        f"| concurrency | {r['concurrency']} |",
+        f"| zero errors | {zero} ({r['errors']} errors{', ' + str(r['error_kinds']) if r['error_kinds'] else ''}) |",
+        f"| latency p50 / p95 / max | {r['p50_ms']} / {r['p95_ms']} / {r['max_ms']} ms |",
+        f"| throughput | {r['throughput_rps']} requests/s over {r['seconds']} s |",
+        f"| server RSS before / after | {r['rss_before_mib']} / {r['rss_after_mib']} MiB |",
+        f"| load average (1 min) before / after | {r['load_average_before']} / {r['load_average_after']} |",
+        "",
+    ]
+    return "\n".join(lines)
