@@ -36,7 +36,9 @@ def test_same_seed_same_run(mnist):
     a = run_experiment(cfg, mnist=mnist, record=False)
     b = run_experiment(cfg, mnist=mnist, record=False)
     assert [m["loss"] for m in a.train.history] == [m["loss"] for m in b.train.history]
-    assert all(torch.equal(p, q) for p, q in zip(a.model.state_dict().values(), b.model.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(p, q) for p, q in zip(a.model.state_dict().values(), b.model.state_dict().values(), strict=True)
+    )
     c = run_experiment(dataclasses.replace(cfg, seed=6), mnist=mnist, record=False)
     assert c.train.history[0]["loss"] != a.train.history[0]["loss"]
 
