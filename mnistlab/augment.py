@@ -27,23 +27,8 @@ def random_affine(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> to
     generator `g` so a run is reproducible whatever the device. Border padding repeats the edge
     pixels, which are background in MNIST whichever the polarity.
     """
-    n = x.shape[0]
-    angle = _uniform(n, math.radians(cfg.rotate), g)
-    shear = _uniform(n, math.radians(cfg.shear), g)
-    zx = 1 + _uniform(n, cfg.zoom, g)
-    zy = 1 + _uniform(n, cfg.zoom, g)
-    tx = _uniform(n, 2 * cfg.shift, g)  # normalised coordinates span 2 per side
-    ty = _uniform(n, 2 * cfg.shift, g)
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    # theta maps output coordinates to input coordinates: rotation @ shear @ zoom, plus shift.
-    theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0] = cos * zx
-    theta[:, 0, 1] = (-sin + cos * torch.tan(shear)) * zy
-    theta[:, 1, 0] = sin * zx
-    theta[:, 1, 1] = (cos + sin * torch.tan(shear)) * zy
-    theta[:, 0, 2] = tx
-    theta[:, 1, 2] = ty
-    theta = theta.to(x.device, x.dtype)
+    # theta maps output coordinates to input coordinates (see _affine_theta).
+    theta = _affine_theta(x.shape[0], cfg, g).to(x.device, x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
@@ -75,6 +60,8 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> to
 
 
 def _affine_theta(n: int, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+    """(n, 2, 3) matrices mapping output to input coordinates: rotation @ shear @ zoom, plus a
+    shift (normalised coordinates span 2 per side). Draw order: angle, shear, zx, zy, tx, ty."""
     angle = _uniform(n, math.radians(cfg.rotate), g)
     shear = _uniform(n, math.radians(cfg.shear), g)
     zx = 1 + _uniform(n, cfg.zoom, g)

@@ -76,7 +76,14 @@ def evaluate_images(folder: Path, model: nn.Module) -> tuple[dict[str, Any], lis
     pred = probs.argmax(1).numpy()
     y = np.array(labels)
     summary = summarize(y, pred) | {"errors": errors, "skipped": skipped, "folder": str(folder)}
-    misses = [
+    return summary, _misses(names, y, pred, probs, crops)
+
+
+def _misses(
+    names: list[str], y: np.ndarray, pred: np.ndarray, probs: torch.Tensor, crops: list
+) -> list[dict[str, Any]]:
+    """One entry per misread digit, for the report and the gallery of misses."""
+    return [
         {
             "file": names[i],
             "label": int(y[i]),
@@ -86,7 +93,6 @@ def evaluate_images(folder: Path, model: nn.Module) -> tuple[dict[str, Any], lis
         }
         for i in np.flatnonzero(pred != y)
     ]
-    return summary, misses
 
 
 def uci_images(upscale: int = 4) -> tuple[list[Image.Image], np.ndarray]:
@@ -110,17 +116,7 @@ def evaluate_uci(model: nn.Module, upscale: int = 4) -> tuple[dict[str, Any], li
     probs = classify(model, torch.from_numpy(np.stack(crops)))
     pred = probs.argmax(1).numpy()
     summary = summarize(y, pred) | {"upscale": upscale}
-    misses = [
-        {
-            "file": f"uci-{i}",
-            "label": int(y[i]),
-            "pred": int(pred[i]),
-            "confidence": float(probs[i].max()),
-            "crop": crops[i],
-        }
-        for i in np.flatnonzero(pred != y)
-    ]
-    return summary, misses
+    return summary, _misses([f"uci-{i}" for i in range(len(y))], y, pred, probs, crops)
 
 
 def score_pages(
