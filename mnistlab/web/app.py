@@ -7,6 +7,7 @@ is a 500 with no stack trace (the traceback goes to the server log only).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
@@ -300,6 +301,7 @@ def create_app(
     return app
 
 
+@functools.cache  # importlib.metadata scans site-packages: milliseconds per call
 def _version() -> str:
     try:
         from importlib.metadata import version
