@@ -120,6 +120,35 @@ def test_bad_arguments_raise_config_errors(small_dnn):
         attacks.targeted_attack(model, test.x[:2], 12)
 
 
+@pytest.mark.parametrize("mode", ["fgsm-rs", "n-fgsm", "pgd"])
+def test_adversarial_batch_budgets(mode, small_dnn):
+    """fgsm-rs and pgd stay in the eps-box; n-fgsm is not projected (noise 2 eps + one eps step);
+    all stay in [0, 1]; eps 0 (the first step of an eps warm-up) leaves the batch alone."""
+    model, test = small_dnn
+    x, y = test.x[:64], test.y[:64]
+    tc = resolve_run_config("dnn", {"train.adversarial": mode, "train.adv_steps": 3}).train
+    g = torch.Generator().manual_seed(0)
+    adv = attacks.adversarial_batch(model, x, y, tc, g, eps=0.1)
+    size = (adv - x).abs().flatten(1).amax(1)
+    assert adv.min() >= 0 and adv.max() <= 1
+    if mode == "n-fgsm":
+        assert size.max() <= 0.3 + 1e-6 and size.max() > 0.1 + 1e-3
+    else:
+        assert size.max() <= 0.1 + 1e-6
+    assert torch.equal(attacks.adversarial_batch(model, x, y, tc, g, eps=0.0), x)
+
+
+def test_eps_warmup_changes_training(mnist):
+    base = {"data.train_limit": 300, "data.test_limit": 100, "train.batch_size": 100}
+    adv = {**base, "train.adversarial": "pgd", "train.adv_eps": 0.3, "train.adv_steps": 2}
+
+    def weights(overrides):
+        out = run_experiment(resolve_run_config("advnet", overrides), mnist=mnist, record=False, device="cpu")
+        return torch.cat([p.detach().flatten() for p in out.model.parameters()])
+
+    assert not torch.equal(weights(adv), weights({**adv, "train.adv_eps_warmup": 0.5}))
+
+
 @pytest.mark.parametrize("mode", ["fgsm-rs", "pgd"])
 def test_adversarial_training_is_reproducible_and_changes_training(mode, mnist):
     base = {"data.train_limit": 300, "data.test_limit": 100, "train.batch_size": 100}

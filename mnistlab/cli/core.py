@@ -144,7 +144,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print one final JSON line."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
         resume: str = typer.Option(None, help="Continue an interrupted run (its folder) from its last epoch."),
-        adversarial: str = typer.Option(None, help="Adversarial training: pgd or fgsm-rs (train.adversarial)."),
+        adversarial: str = typer.Option(None, help="Adversarial training: pgd, fgsm-rs or n-fgsm (train.adversarial)."),
         adv_eps: float = typer.Option(
             None, "--eps", help="L∞ budget of --adversarial, pixels in [0, 1] (train.adv_eps)."
         ),

@@ -1,6 +1,7 @@
 """Model registry. Importing this package registers every model family."""
 
 from mnistlab.models import (
+    adversarial,  # noqa: F401  (the adversarial-training recipe's network)
     fast,  # noqa: F401  (the benchmark recipes' architectures)
     seed,  # noqa: F401  (registers the seed architectures)
 )
