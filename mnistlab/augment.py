@@ -12,7 +12,7 @@ from mnistlab.config import AugmentConfig
 
 def is_active(cfg: AugmentConfig) -> bool:
     return any((cfg.rotate, cfg.zoom, cfg.shift, cfg.shear)) or any(
-        (cfg.elastic, cfg.thickness, cfg.blur, cfg.noise, cfg.contrast, cfg.invert)
+        (cfg.elastic, cfg.thickness, cfg.pixelate, cfg.blur, cfg.noise, cfg.contrast, cfg.invert)
     )
 
 
@@ -44,6 +44,8 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> to
         x = random_affine(x, cfg, g)
     if cfg.thickness:
         x = random_thickness(x, cfg.thickness, g)
+    if cfg.pixelate:
+        x = random_pixelate(x, cfg.pixelate, g)
     if cfg.blur:
         x = random_blur(x, cfg.blur, g)
     if cfg.contrast:
@@ -109,6 +111,27 @@ def random_thickness(x: torch.Tensor, p: float, g: torch.Generator) -> torch.Ten
     # Thinning a pen stroke to nothing would erase the digit: erode only half-way (blend).
     changed = torch.where(thicken, dilated, 0.5 * (x + eroded))
     return torch.where(change, changed, x)
+
+
+# Sides a pixelated sample passes through: a 28x28 MNIST digit (20 px tall) shrinks to 6-11 px,
+# what a digit is in an 8x8 scan or a thumbnail crop, before the reader enlarges it again.
+PIXELATE_SIDES = (8, 9, 10, 11, 12, 13, 14, 16)
+
+
+def random_pixelate(x: torch.Tensor, p: float, g: torch.Generator) -> torch.Tensor:
+    """With probability p a sample goes down to a side from PIXELATE_SIDES (area average) and
+    back up bilinearly: the blocky, soft strokes of an enlarged low-resolution scan. One resize
+    pair per side drawn, not per sample."""
+    n, _, h, w = x.shape
+    change = torch.rand(n, generator=g) < p
+    side = torch.randint(len(PIXELATE_SIDES), (n,), generator=g)
+    out = x.clone()
+    for k, s in enumerate(PIXELATE_SIDES):
+        idx = torch.nonzero(change & (side == k)).flatten().to(x.device)
+        if len(idx):
+            small = F.interpolate(x[idx], size=(s, s), mode="area")
+            out[idx] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    return out
 
 
 def random_blur(x: torch.Tensor, max_sigma: float, g: torch.Generator) -> torch.Tensor:

@@ -364,7 +364,7 @@ def step_time(
     of the top operators by self CPU time is returned too. With `compile_model`, the compile time
     (the first `warmup` steps) is reported separately.
     """
-    from mnistlab.train import make_optimizer
+    from mnistlab.train import autocast_bf16, make_optimizer
 
     cfg = resolve_run_config(recipe, overrides)
     torch.manual_seed(0)
@@ -374,8 +374,11 @@ def step_time(
     x = torch.rand(cfg.train.batch_size, *model.input_shape)
     y = torch.randint(0, 10, (cfg.train.batch_size,))
 
+    bf16 = autocast_bf16(cfg.train.precision, "cpu")
+
     def step() -> None:
-        loss = torch.nn.functional.cross_entropy(run(x), y, label_smoothing=cfg.train.label_smoothing)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = torch.nn.functional.cross_entropy(run(x), y, label_smoothing=cfg.train.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -396,6 +399,7 @@ def step_time(
         "batch_size": cfg.train.batch_size,
         "threads": torch.get_num_threads(),
         "compiled": compile_model,
+        "bf16": bf16,
         "warmup_seconds": warmup_s,
         "step_ms_median": 1000 * median,
         "step_ms_min": 1000 * min(times),

@@ -34,6 +34,12 @@ class TrainConfig:
     eps: float = 1e-7  # Keras' epsilon for rmsprop/adam/adadelta (PyTorch uses 1e-8 / 1e-6)
     rho: float = 0.9  # rmsprop's decay (Keras default 0.9; adadelta uses 0.95 when this is 0.9)
     label_smoothing: float = 0.0
+    # "bf16": forward and loss under torch.autocast in bfloat16 (weights, optimizer and BN
+    # statistics stay float32). On CPUs with AMX/AVX512-BF16 it cuts the step time of small CNNs,
+    # which are memory-bound, by ~1.6x (docs/bench.md); on CUDA it is the usual mixed precision.
+    # "auto": bf16 where the device runs it natively, else fp32 (train.autocast_bf16 decides; the
+    # run's result records which one was used).
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
     schedule: Schedule = "constant"
     step_size: int = 1  # "step": epochs between decays
     gamma: float = 0.7  # "step": decay factor per step_size epochs
@@ -46,10 +52,12 @@ class TrainConfig:
     early_stop: int = 0  # stop after this many epochs without improvement of `monitor` (0 = never)
     grad_clip: float = 0.0  # max global grad norm (0 = off)
     # Adversarial training (attacks.adversarial_batch): each batch is replaced by its L∞ attack.
-    adversarial: Literal["none", "pgd", "fgsm-rs"] = "none"
+    adversarial: Literal["none", "pgd", "fgsm-rs", "n-fgsm"] = "none"
     adv_eps: float = 0.3  # L∞ budget, pixels in [0, 1]
     adv_steps: int = 7  # "pgd" steps
-    adv_alpha: float = 0.0  # step size; 0 = 2.5*eps/steps (pgd) or 1.25*eps (fgsm-rs)
+    adv_alpha: float = 0.0  # step size; 0 = 2.5*eps/steps (pgd), 1.25*eps (fgsm-rs) or eps (n-fgsm)
+    adv_noise: float = 2.0  # "n-fgsm": the random start is uniform in [-adv_noise*eps, adv_noise*eps]
+    adv_eps_warmup: float = 0.0  # fraction of the training steps over which eps ramps up from 0
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,7 @@ class AugmentConfig:
     noise: float = 0.0  # max std of additive Gaussian noise (pixels in [0, 1])
     contrast: float = 0.0  # max relative loss of contrast (ink peak scaled to 1 - U(0, c))
     invert: float = 0.0  # probability of white <-> black inversion
+    pixelate: float = 0.0  # probability of a low-resolution round trip (a small scan or crop, enlarged)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from mnistlab.data import MNIST, load_mnist
 from mnistlab.dataset import Splits, prepare_splits
 from mnistlab.errors import ConfigError
 from mnistlab.models import create_model, keras_param_count
-from mnistlab.train import Callback, TrainResult, evaluate, pick_device, seed_everything, train
+from mnistlab.train import Callback, TrainResult, autocast_bf16, evaluate, pick_device, seed_everything, train
 
 
 @dataclass
@@ -95,6 +95,7 @@ def run_experiment(
         "params": total,
         "trainable": trainable,
         "device": str(device),
+        "bf16": autocast_bf16(cfg.train.precision, device),  # what train.precision meant here
         "extra_tests": {k: {"acc": v["acc"], "loss": v["loss"]} for k, v in extra.items()},
         "run_dir": str(run_dir) if record else None,
     }

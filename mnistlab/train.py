@@ -185,6 +185,21 @@ def _improved(metric: str, value: float, best: float | None) -> bool:
     return value > best if metric.endswith("acc") else value < best
 
 
+def autocast_bf16(precision: str, device: torch.device | str) -> bool:
+    """Whether train.precision means bfloat16 autocast on this device ("auto": where it is native:
+    a CUDA GPU with bf16, or a CPU that oneDNN runs bf16 on (AVX512-BF16/AMX, or AVX512 with
+    conversion), not an AVX2-only CPU, where bf16 would be emulated and slower)."""
+    if precision != "auto":
+        return precision == "bf16"
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a private probe: absent in some builds
+        return False
+
+
 def train(
     cfg: RunConfig,
     model: nn.Module,
@@ -218,6 +233,7 @@ def train(
         from mnistlab import checkpoint  # late: checkpoint is only needed to resume
 
         checkpoint.restore(state, resume)
+    bf16 = autocast_bf16(tc.precision, device)
     wall0 = time.perf_counter()
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
@@ -239,9 +255,12 @@ def train(
             if tc.adversarial != "none":
                 from mnistlab.attacks import adversarial_batch  # late: only adversarial training needs it
 
-                xb = adversarial_batch(model, xb, yb, tc, state.generators["adversarial"])
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb, label_smoothing=tc.label_smoothing)
+                ramp = tc.adv_eps_warmup * tc.epochs * steps_per_epoch  # steps until the full eps
+                eps = tc.adv_eps * min(1.0, (state.step + 1) / ramp) if ramp > 0 else tc.adv_eps
+                xb = adversarial_batch(model, xb, yb, tc, state.generators["adversarial"], eps)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = model(xb)
+                loss = F.cross_entropy(logits, yb, label_smoothing=tc.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if tc.grad_clip:

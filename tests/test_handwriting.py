@@ -141,6 +141,17 @@ def test_preprocess_matches_mnist_normalisation(mnist):
         assert corr > 0.75, (i, corr)
 
 
+def test_bilinear_up_matches_scipy_zoom():
+    from scipy import ndimage
+
+    from mnistlab.handwriting.segment import _bilinear_up
+
+    a = np.random.default_rng(0).random((13, 29)).astype(np.float32)
+    for shape in [(210, 210), (40, 117), (13, 29)]:
+        ref = ndimage.zoom(a, (shape[0] / 13, shape[1] / 29), order=1, mode="nearest")[: shape[0], : shape[1]]
+        assert np.abs(_bilinear_up(a, shape) - ref).max() < 1e-5
+
+
 def test_blank_images_find_no_digit(reader_run):
     _, model = reader_run
     rng = np.random.default_rng(0)
@@ -199,7 +210,7 @@ def test_handwriting_augmentation_is_batched_and_seeded(mnist):
     from mnistlab.augment import augment_batch
 
     x = mnist.test_images[:64].unsqueeze(1).float() / 255
-    cfg = AugmentConfig(rotate=10, elastic=2, thickness=1, blur=1, noise=0.1, contrast=0.5, invert=0.5)
+    cfg = AugmentConfig(rotate=10, elastic=2, thickness=1, pixelate=0.5, blur=1, noise=0.1, contrast=0.5, invert=0.5)
     a = augment_batch(x, cfg, torch.Generator().manual_seed(1))
     b = augment_batch(x, cfg, torch.Generator().manual_seed(1))
     assert a.shape == x.shape and torch.equal(a, b)
@@ -210,6 +221,15 @@ def test_handwriting_augmentation_is_batched_and_seeded(mnist):
     thick = augment_batch(x, AugmentConfig(thickness=1.0), torch.Generator().manual_seed(0))
     changed = (thick - x).abs().flatten(1).sum(1) > 0
     assert changed.all()  # every sample thickened or thinned
+    blocky = augment_batch(x, AugmentConfig(pixelate=1.0), torch.Generator().manual_seed(0))
+    assert blocky.shape == x.shape and 0 <= blocky.min() and blocky.max() <= 1
+    # a round trip through 8-16 px loses detail (every sample changed), keeps the ink where it was
+    assert ((blocky - x).abs().flatten(1).amax(1) > 0.05).all()
+    a, b = (
+        x.flatten(1) - x.flatten(1).mean(1, keepdim=True),
+        blocky.flatten(1) - blocky.flatten(1).mean(1, keepdim=True),
+    )
+    assert ((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))).min() > 0.5  # still the same digit, blurred
 
 
 # --------------------------------------------------------------------------------------------

@@ -130,3 +130,31 @@ def test_augmentation_is_seeded_and_keeps_shape():
     b = augment_batch(x, cfg, torch.Generator().manual_seed(0))
     assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, x)
     assert float(augment_batch(x, AugmentConfig(), torch.Generator()).sub(x).abs().max()) == 0
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "auto"])
+def test_precision_trains_and_is_recorded(mnist, precision):
+    from mnistlab.train import autocast_bf16
+
+    cfg = resolve_run_config("fast", {**SLICE, "train.epochs": 3, "train.precision": precision})
+    out = run_experiment(cfg, mnist=mnist, record=False, device="cpu")
+    assert out.result["test_acc"] > 0.85
+    assert out.result["bf16"] is autocast_bf16(precision, "cpu")
+    assert out.result["bf16"] is (precision == "bf16") or precision == "auto"
+    # weights stay float32 whatever the autocast did
+    assert all(p.dtype == torch.float32 for p in out.model.parameters())
+
+
+def test_fastnet_stride2_stem_skips_the_full_size_activation():
+    from mnistlab.models import create_model, default_config
+
+    net = create_model("fastnet", dataclasses.replace(default_config("fastnet"), stem="stride2"))
+    sizes = []
+    x = torch.rand(2, 1, 28, 28)
+    for layer in net:
+        x = layer(x)
+        sizes.append(x.shape[-1] if x.dim() == 4 else None)
+    assert x.shape == (2, 10)
+    assert max(s for s in sizes if s) == 14  # no 28x28 activation anywhere
+    with pytest.raises(ValueError, match="stem"):
+        dataclasses.replace(default_config("fastnet"), stem="nope")

@@ -133,6 +133,11 @@ def build_keras_convnet(cfg: KerasConvnetConfig) -> nn.Module:
 class FastNetConfig:
     widths: tuple[int, ...] = (16, 32, 64)  # one conv-pool-BN-ReLU block per entry
     kernel: int = 3
+    # "pool": the first block is conv -> pool like the others; "stride2": its conv is a 4x4
+    # stride-2 convolution instead (28 -> 14 directly), so no 28x28 activation is ever written,
+    # pooled or back-propagated through: on a CPU, where this net is memory-bound, that is most
+    # of the first block's cost (measured in docs/bench.md).
+    stem: str = "pool"
     # NHWC weights make every activation NHWC, which oneDNN's CPU kernels run faster (measured
     # in docs/bench.md); a 1-channel input is the same in either layout.
     channels_last: bool = True
@@ -143,25 +148,28 @@ class FastNetConfig:
         _check_input(self.in_channels, self.input_size, 2 ** len(self.widths))
         if not self.widths or min(self.widths) < 1 or self.kernel % 2 == 0:
             raise ValueError(f"bad fastnet shape: widths={self.widths} kernel={self.kernel} (odd kernels only)")
+        check_choice(self.stem, ("pool", "stride2"), "stem")
 
 
 @register_model(
     "fastnet",
     FastNetConfig(),
-    description="[Conv3 -> MaxPool -> BN -> ReLU] x len(widths) -> Dense10 (the fast recipe)",
+    description="[Conv3 -> MaxPool -> BN -> ReLU] x len(widths) -> Dense10; stem=stride2: first conv 4x4/2 (fast recipe)",
 )
 def build_fastnet(cfg: FastNetConfig) -> nn.Module:
     layers: list[tuple[str, nn.Module]] = []
     c, side = cfg.in_channels, cfg.input_size
     for i, w in enumerate(cfg.widths, 1):
-        layers += [
-            (f"conv{i}", nn.Conv2d(c, w, cfg.kernel, padding=cfg.kernel // 2, bias=False)),
-            # Pooling first: BN and ReLU then touch a quarter of the values. On a CPU this net
-            # is memory-bound (pool, BN and ReLU outweigh the convolutions in the profile).
-            (f"pool{i}", nn.MaxPool2d(2)),
-            (f"bn{i}", nn.BatchNorm2d(w)),
-            (f"act{i}", nn.ReLU()),
-        ]
+        if i == 1 and cfg.stem == "stride2":  # kernel 4, stride 2, padding 1: exactly half the side
+            layers.append((f"conv{i}", nn.Conv2d(c, w, 4, stride=2, padding=1, bias=False)))
+        else:
+            layers += [
+                (f"conv{i}", nn.Conv2d(c, w, cfg.kernel, padding=cfg.kernel // 2, bias=False)),
+                # Pooling first: BN and ReLU then touch a quarter of the values. On a CPU this net
+                # is memory-bound (pool, BN and ReLU outweigh the convolutions in the profile).
+                (f"pool{i}", nn.MaxPool2d(2)),
+            ]
+        layers += [(f"bn{i}", nn.BatchNorm2d(w)), (f"act{i}", nn.ReLU())]
         c, side = w, side // 2
     layers += [("flatten", nn.Flatten()), ("out", nn.Linear(c * side * side, 10))]
     net = Net(layers, (cfg.in_channels, cfg.input_size, cfg.input_size))
