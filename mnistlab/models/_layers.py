@@ -32,6 +32,11 @@ def check_choice(value: str, choices: tuple[str, ...], what: str) -> None:
         raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
 
 
+def check_input(in_channels: int, input_size: int, need: int) -> None:
+    if in_channels < 1 or input_size < need:
+        raise ValueError(f"bad input shape: {in_channels} channels of {input_size}x{input_size} (need >= {need})")
+
+
 def keras_batchnorm(num_features: int, dims: int) -> nn.Module:
     # Keras' defaults: momentum 0.99 (PyTorch counts the other way: 0.01) and epsilon 1e-3.
     cls = nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d

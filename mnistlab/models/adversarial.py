@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from mnistlab.models._layers import INITS, Net, check_choice, init_weights
+from mnistlab.models._layers import INITS, Net, check_choice, check_input, init_weights
 from mnistlab.models._registry import register_model
 
 
@@ -28,8 +28,7 @@ class AdvNetConfig:
         check_choice(self.init, INITS, "init")
         if not self.widths or min(self.widths) < 1 or self.hidden < 1:
             raise ValueError(f"bad advnet shape: widths={self.widths} hidden={self.hidden}")
-        if self.in_channels < 1 or self.input_size < 2 ** len(self.widths):
-            raise ValueError(f"bad input shape: {self.in_channels} channels of {self.input_size}x{self.input_size}")
+        check_input(self.in_channels, self.input_size, 2 ** len(self.widths))
 
 
 @register_model(

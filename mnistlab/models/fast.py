@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mnistlab.models._layers import INITS, Net, check_choice, init_weights
+from mnistlab.models._layers import INITS, Net, check_choice, check_input, init_weights
 from mnistlab.models._registry import register_model
 
 
@@ -32,11 +32,6 @@ class Normalize(nn.Module):
         return f"mean={self.mean}, std={self.std}"
 
 
-def _check_input(in_channels: int, input_size: int, need: int) -> None:
-    if in_channels < 1 or input_size < need:
-        raise ValueError(f"bad input shape: {in_channels} channels of {input_size}x{input_size} (need >= {need})")
-
-
 # --------------------------------------------------------------------------------------------
 # pytorch/examples mnist/main.py: Conv32 -> Conv64 -> MaxPool -> Dropout .25 -> FC128 -> Dropout .5
 
@@ -51,7 +46,7 @@ class PTExampleConfig:
 
     def __post_init__(self) -> None:
         check_choice(self.init, INITS, "init")
-        _check_input(self.in_channels, self.input_size, 6)
+        check_input(self.in_channels, self.input_size, 6)
         if self.std <= 0:
             raise ValueError(f"bad std={self.std}")
 
@@ -96,7 +91,7 @@ class KerasConvnetConfig:
 
     def __post_init__(self) -> None:
         check_choice(self.init, INITS, "init")
-        _check_input(self.in_channels, self.input_size, 10)
+        check_input(self.in_channels, self.input_size, 10)
 
 
 @register_model(
@@ -145,7 +140,7 @@ class FastNetConfig:
     input_size: int = 28
 
     def __post_init__(self) -> None:
-        _check_input(self.in_channels, self.input_size, 2 ** len(self.widths))
+        check_input(self.in_channels, self.input_size, 2 ** len(self.widths))
         if not self.widths or min(self.widths) < 1 or self.kernel % 2 == 0:
             raise ValueError(f"bad fastnet shape: widths={self.widths} kernel={self.kernel} (odd kernels only)")
         check_choice(self.stem, ("pool", "stride2"), "stem")
@@ -189,7 +184,7 @@ class BestNetConfig:
     input_size: int = 28
 
     def __post_init__(self) -> None:
-        _check_input(self.in_channels, self.input_size, 2 ** len(self.widths))
+        check_input(self.in_channels, self.input_size, 2 ** len(self.widths))
         if not self.widths or min(self.widths) < 1 or not 0 <= self.dropout < 1:
             raise ValueError(f"bad bestnet shape: widths={self.widths} dropout={self.dropout}")
 
