@@ -116,4 +116,6 @@ def _digit_mask(im) -> np.ndarray:  # noqa: ANN001 - an InkMap
         return np.zeros_like(im.mask)
     areas = ndimage.sum_labels(np.ones(labels.shape, np.int32), labels, np.arange(1, n + 1))
     keep = np.flatnonzero(areas >= max(8, 0.02 * areas.max())) + 1
-    return np.isin(labels, keep)
+    from mnistlab.handwriting.segment import grow_mask  # late, as ink_map above
+
+    return grow_mask(im, np.isin(labels, keep))

@@ -181,6 +181,25 @@ def ink_map(grey: np.ndarray) -> InkMap:
     return InkMap(ink, mask, scale, dark, noise / level)
 
 
+WEAK_INK = 0.06  # ink units (1 = the ink's typical strength): the floor of grow_mask's weak threshold
+
+
+def grow_mask(im: InkMap, mask: np.ndarray) -> np.ndarray:
+    """Hysteresis (as Canny's edges): `mask` plus the faint ink connected to it, i.e. pixels above
+    max(WEAK_INK, 3 x the paper's noise) in the components that touch `mask`. The threshold that
+    finds digits (about a third of the ink's strength) drops the faint ends of strokes a light
+    pencil or a small, blurred scan leaves; cropping to it cut a 9's loop down to a 1 (UCI digits:
+    94.6 % -> 96.7 % read correctly with the growth, docs/handwriting.md)."""
+    weak = im.ink > max(WEAK_INK, 3 * im.noise)
+    labels, _ = ndimage.label(weak | mask, structure=np.ones((3, 3)))
+    keep = np.unique(labels[mask])
+    grown = np.isin(labels, keep[keep > 0])
+    # The anti-aliased rim one pixel around every stroke is not a faint stroke: leaving it out
+    # keeps a clean digit's box (and so its size in 28x28) where MNIST would put it.
+    rim = ndimage.binary_dilation(mask, structure=np.ones((3, 3)))
+    return mask | (grown & ~rim)
+
+
 def _noise(resid: np.ndarray) -> float:
     """Robust std of the paper: the spread of the residual's lower half (ink is the upper tail)."""
     med = float(np.median(resid))
