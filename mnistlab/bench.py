@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from mnistlab import runs
 from mnistlab.data import MNIST
 from mnistlab.dataset import Split
 from mnistlab.experiment import run_experiment
@@ -228,20 +229,9 @@ def inference_speed(
     }
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_info(device: torch.device) -> dict[str, Any]:
     info: dict[str, Any] = {
-        "cpu": cpu_model(),
+        "cpu": runs.cpu_model(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -108,12 +108,29 @@ def apply_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: Pa
     model.load_state_dict(weights, strict=True)
 
 
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment() -> dict[str, Any]:
+    try:
+        load = round(os.getloadavg()[0], 2)  # other jobs on the machine slow a run down: say how busy it was
+    except OSError:
+        load = None
     return {
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "load_avg_1min": load,
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }

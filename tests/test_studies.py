@@ -63,6 +63,8 @@ def test_study_runs_quick_and_reports(name, mnist, tmp_path):
     for fig in study.figures:  # every figure the study names is drawn, deep-init's histograms included
         assert (tmp_path / "report" / f"{name}-{fig}.png").stat().st_size > 1000, fig
     assert (tmp_path / "report" / f"{name}.html").is_file()
+    # The report says how busy the machine was, from the runs' own records (wall times depend on it).
+    assert "load average (1 min) when the runs started" in text
     if "extra_tests" in study.figures:
         assert all("test_inverted" in r.results[0]["extra_tests"] for r in rows)
 

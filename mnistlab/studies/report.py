@@ -411,17 +411,33 @@ def _variant_table(study: Study, quick: bool) -> tuple[list[str], list[list[str]
 
 
 def _environment(rows: list[Row]) -> str:
+    """The machine of the runs, and how busy it was when each started (wall times depend on it)."""
+    envs = []
     for r in rows:
         for rd in r.run_dirs:
             try:
-                env = runs.read_json(rd / runs.CONFIG).get("environment") or {}
+                envs.append((runs.read_json(rd / runs.CONFIG).get("environment") or {}, r.results[0].get("device")))
             except RunError:
                 continue
-            return (
-                f"torch {env.get('torch')}, Python {env.get('python')}, {env.get('platform')}, "
-                f"{env.get('cpu_count')} CPU(s), {env.get('torch_threads')} torch thread(s), device {r.results[0].get('device')}"
-            )
-    return "unknown"
+    if not envs:
+        return "unknown"
+    env, device = envs[0]
+    cpus = sorted({e.get("cpu") for e, _ in envs if e.get("cpu")})
+    loads = [e["load_avg_1min"] for e, _ in envs if e.get("load_avg_1min") is not None]
+    line = (
+        f"torch {env.get('torch')}, Python {env.get('python')}, {env.get('platform')}, "
+        f"{env.get('cpu_count')} CPU(s), {env.get('torch_threads')} torch thread(s), device {device}"
+    )
+    if cpus:
+        line += f"; CPU {' / '.join(cpus)}"
+    if loads:
+        line += (
+            f"; load average (1 min) when the runs started: {min(loads):.1f}–{max(loads):.1f} "
+            f"({len(loads)} of {len(envs)} runs recorded it)"
+        )
+    else:
+        line += "; load average not recorded (runs from before it was)"
+    return line + "."
 
 
 def write_report(study: Study, root: Path, dest: Path, quick: bool = False, html_too: bool = True) -> Path:
@@ -451,7 +467,8 @@ def write_report(study: Study, root: Path, dest: Path, quick: bool = False, html
         + ("; variants with fewer runs were given fewer seeds for lack of time" if len(seeds) > 1 else "")
         + "; mean ± sample std over seeds. "
         "`final train acc` is the running mean over the last epoch (as Keras prints it); `wall s/run` is the whole run "
-        "(training, validation, callbacks), measured on a shared, busy 2-core CPU machine, so read times as rough.",
+        "(training, validation, callbacks) on the machine and under the load that `Environment` names: other jobs "
+        "on a 2-core machine slow a run down several times, so compare times within one study only.",
         "",
         markdown_table(header, cells),
     ]
