@@ -116,7 +116,7 @@ def segment_image(source: ImageSource | np.ndarray, name: str = "image") -> _Pen
     h, w = grey.shape
     im = ink_map(grey)
     blobs, labels = find_digits(im)
-    every = blobs + [piece for b in blobs for piece in b.pieces or []]
+    every = blobs + [piece for b in blobs for pieces in b.splits for piece in pieces]
     crops = np.stack([_crop_blob(im, labels, b) for b in every]) if every else np.zeros((0, 28, 28), np.float32)
     return _Pending(Reading(name, w, h, dark_ink=im.dark_ink, ink=im), blobs, crops)
 
@@ -139,7 +139,8 @@ def classify(model: nn.Module, crops: torch.Tensor, device: torch.device | str |
     return torch.cat(out) if out else torch.zeros(0, 10)
 
 
-SPLIT_MARGIN = 0.2  # the pieces must beat the whole by this much mean log-probability
+SPLIT_MARGIN = 0.2  # the pieces must beat the whole by this much mean log-probability ...
+NARROW_SPLIT_MARGIN = 0.5  # ... by more when the blob is no wider than one wide digit (< 1.2 x its height)
 SPLIT_MIN_CONFIDENCE = 0.5  # and each piece must look like a digit on its own
 
 
@@ -151,23 +152,25 @@ def _finish(p: _Pending, probs: torch.Tensor) -> Reading:
     next_piece = n
     chosen: list[tuple[Blob, int]] = []  # (blob, crop index)
     for i, b in enumerate(p.blobs):
-        if not b.pieces:
+        best: tuple[float, list[tuple[Blob, int]]] | None = None  # (mean log-prob, pieces)
+        for pieces in b.splits:
+            idx = list(range(next_piece, next_piece + len(pieces)))
+            next_piece += len(pieces)
+            conf = probs[idx].max(1).values
+            score = float(torch.log(conf).mean())
+            if float(conf.min()) >= SPLIT_MIN_CONFIDENCE and (best is None or score > best[0]):
+                best = (score, list(zip(pieces, idx, strict=True)))
+        if best is None or (n == 1 and b.w < 1.6 * b.h):  # a lone digit (a canvas, a crop): wide, not two
             chosen.append((b, i))
             continue
-        idx = list(range(next_piece, next_piece + len(b.pieces)))
-        next_piece += len(b.pieces)
         whole = float(torch.log(probs[i].max()))
-        split = float(torch.log(probs[idx].max(1).values).mean())
         # Wider than 1.6 heights is rarely one digit: then the split wins unless the whole is
         # clearly more convincing.
-        margin = SPLIT_MARGIN if b.w < 1.6 * b.h else -SPLIT_MARGIN / 2
-        if n == 1 and b.w < 1.6 * b.h:  # a lone digit (a canvas, a crop): wide, not two
-            chosen.append((b, i))
-            continue
-        if split > whole + margin and float(probs[idx].max(1).values.min()) >= SPLIT_MIN_CONFIDENCE:
-            chosen += list(zip(b.pieces, idx, strict=True))
+        if b.w >= 1.6 * b.h:
+            margin = -SPLIT_MARGIN / 2
         else:
-            chosen.append((b, i))
+            margin = SPLIT_MARGIN if b.w >= 1.2 * b.h else NARROW_SPLIT_MARGIN
+        chosen += best[1] if best[0] > whole + margin else [(b, i)]
     for b, i in chosen:
         pr = probs[i]
         conf, digit = pr.max(0)

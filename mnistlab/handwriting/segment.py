@@ -44,9 +44,10 @@ class Blob:
     labels: list[int] = field(default_factory=list)
     cut: tuple[int, int] | None = None  # columns [a, b) of the box kept after a split
     line: int = 0
-    # A blob wide enough to be touching digits carries its best split; the reader keeps the
-    # split when the model is more confident in the pieces than in the whole.
-    pieces: list[Blob] | None = None
+    # A blob wide enough to be touching digits carries the ways to cut it (each a list of pieces,
+    # left to right); the reader keeps the cut the model is most confident in, when that beats
+    # the whole.
+    splits: list[list[Blob]] = field(default_factory=list)
 
     @property
     def w(self) -> int:
@@ -314,32 +315,61 @@ def _merge_pieces(blobs: list[Blob], small: list[Blob], ref: float) -> list[Blob
     return blobs
 
 
+SPLIT_MIN_WIDTH = 0.9  # x height: narrower blobs are one digit (a 1 touching a 6 is ~0.95 x as wide as high)
+
+
 def _split_touching(blobs: list[Blob], labels: np.ndarray, typical_h: float) -> list[Blob]:
     """A component wider than a digit may be several digits touching: propose cuts at the
-    columns with the least ink, near where equal-width digits would meet (`blob.pieces`)."""
+    columns with the least ink (`blob.splits`). Two kinds: k equal-width digits (k from the
+    width), and two digits of any widths (a 1 beside a 6 meets it far from the middle)."""
     for b in blobs:
         ref_h = max(b.h, 0.8 * typical_h)
-        if b.w < 1.2 * ref_h:  # one wide digit (a 5's flag, a 2's tail) is up to ~1.2 x its height
+        if b.w < SPLIT_MIN_WIDTH * ref_h:
             continue
-        k = max(2, int(round(b.w / (0.75 * ref_h))))
         region = np.isin(labels[b.y0 : b.y1, b.x0 : b.x1], b.labels)
         cols = ndimage.uniform_filter1d(region.sum(0).astype(float), size=max(1, b.w // 30))
-        cuts = [0]
-        for j in range(1, k):
-            ideal = j * b.w / k
-            lo, hi = int(ideal - 0.3 * b.w / k), int(ideal + 0.3 * b.w / k) + 1
-            lo, hi = max(lo, cuts[-1] + 1), min(hi, b.w - 1)
-            cuts.append(lo + int(np.argmin(cols[lo:hi])) if hi > lo else int(ideal))
-        cuts.append(b.w)
-        pieces = []
-        for a, c in zip(cuts, cuts[1:], strict=False):
-            rows = np.flatnonzero(region[:, a:c].any(1))
-            if c - a < 2 or rows.size == 0:
-                continue
-            pieces.append(Blob(b.x0 + a, b.y0 + int(rows[0]), b.x0 + c, b.y0 + int(rows[-1]) + 1, b.labels, (a, c)))
-        if len(pieces) >= 2:
-            b.pieces = pieces
+        proposals: list[list[int]] = []
+        if b.w >= 1.2 * ref_h:  # one wide digit (a 5's flag, a 2's tail) is up to ~1.2 x its height
+            k = max(2, int(round(b.w / (0.75 * ref_h))))
+            cuts = [0]
+            for j in range(1, k):
+                ideal = j * b.w / k
+                lo, hi = int(ideal - 0.3 * b.w / k), int(ideal + 0.3 * b.w / k) + 1
+                lo, hi = max(lo, cuts[-1] + 1), min(hi, b.w - 1)
+                cuts.append(lo + int(np.argmin(cols[lo:hi])) if hi > lo else int(ideal))
+            proposals.append([*cuts, b.w])
+        for cut in _emptiest_columns(cols, int(0.15 * b.w), int(0.85 * b.w), min_gap=max(2, b.w // 8)):
+            proposals.append([0, cut, b.w])
+        seen = set()
+        for cuts in proposals:
+            pieces = _pieces(b, region, cuts, min_w=max(2, int(0.1 * ref_h)), min_h=0.35 * ref_h)
+            key = tuple(p.cut for p in pieces)
+            if len(pieces) >= 2 and key not in seen:
+                seen.add(key)
+                b.splits.append(pieces)
     return blobs
+
+
+def _emptiest_columns(cols: np.ndarray, lo: int, hi: int, min_gap: int, n: int = 3) -> list[int]:
+    """Up to n columns in [lo, hi) with the least ink, at least min_gap apart (local minima)."""
+    chosen: list[int] = []
+    for c in lo + np.argsort(cols[lo:hi], kind="stable"):
+        if all(abs(int(c) - o) >= min_gap for o in chosen):
+            chosen.append(int(c))
+            if len(chosen) == n:
+                break
+    return chosen
+
+
+def _pieces(b: Blob, region: np.ndarray, cuts: list[int], min_w: int, min_h: float) -> list[Blob]:
+    """The pieces between consecutive cuts; [] if any would be too thin or too short for a digit."""
+    pieces = []
+    for a, c in zip(cuts, cuts[1:], strict=False):
+        rows = np.flatnonzero(region[:, a:c].any(1))
+        if c - a < min_w or rows.size == 0 or rows[-1] + 1 - rows[0] < min_h:
+            return []
+        pieces.append(Blob(b.x0 + a, b.y0 + int(rows[0]), b.x0 + c, b.y0 + int(rows[-1]) + 1, b.labels, (a, c)))
+    return pieces
 
 
 def _order_lines(blobs: list[Blob]) -> list[Blob]:
@@ -362,7 +392,8 @@ def _order_lines(blobs: list[Blob]) -> list[Blob]:
     for i, line in enumerate(lines):
         for b in line:
             b.line = i
-            for piece in b.pieces or []:
-                piece.line = i
+            for pieces in b.splits:
+                for piece in pieces:
+                    piece.line = i
             ordered.append(b)
     return ordered
