@@ -16,6 +16,36 @@ def is_active(cfg: AugmentConfig) -> bool:
     )
 
 
+PAIRS_LOSS_WEIGHT = 0.5  # weight of the touching pairs' loss (Hendrycks et al.'s lambda for vision)
+
+
+def touching_pairs(x: torch.Tensor, n: int, g: torch.Generator) -> torch.Tensor:
+    """n images of two random digits of `x` (N, 1, 28, 28; ink bright) set side by side with
+    their ink overlapping by 1-4 columns, cropped to the ink and fitted into 20x20 keeping the
+    aspect, centred in 28x28: what the reader hands the model for two touching digits."""
+    out = torch.zeros(n, 1, 28, 28, dtype=x.dtype, device=x.device)
+    pick = torch.randint(len(x), (n, 2), generator=g)
+    overlap = torch.randint(1, 5, (n,), generator=g)
+    for k in range(n):
+        a, b = x[pick[k, 0], 0], x[pick[k, 1], 0]
+        ca, cb = (a > 0.3).any(0).nonzero().flatten(), (b > 0.3).any(0).nonzero().flatten()
+        if not len(ca) or not len(cb):
+            continue
+        shift = max(0, int(ca[-1]) + 1 - int(overlap[k]) - int(cb[0]))  # b's column j lands at j + shift
+        canvas = torch.zeros(28, 28 + shift, dtype=x.dtype, device=x.device)
+        canvas[:, :28] = a
+        canvas[:, shift:] = torch.maximum(canvas[:, shift:], b)
+        rows, cols = (canvas > 0.3).any(1).nonzero().flatten(), (canvas > 0.3).any(0).nonzero().flatten()
+        crop = canvas[int(rows[0]) : int(rows[-1]) + 1, int(cols[0]) : int(cols[-1]) + 1]
+        h, w = crop.shape
+        scale = 20 / max(h, w)
+        sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
+        small = F.interpolate(crop[None, None], size=(sh, sw), mode="bilinear", antialias=True, align_corners=False)
+        top, left = (28 - sh) // 2, (28 - sw) // 2
+        out[k, 0, top : top + sh, left : left + sw] = small[0, 0]
+    return out
+
+
 def _uniform(n: int, half_width: float, g: torch.Generator) -> torch.Tensor:
     return (torch.rand(n, generator=g) * 2 - 1) * half_width
 

@@ -92,6 +92,11 @@ class AugmentConfig:
     contrast: float = 0.0  # max relative loss of contrast (ink peak scaled to 1 - U(0, c))
     invert: float = 0.0  # probability of white <-> black inversion
     pixelate: float = 0.0  # probability of a low-resolution round trip (a small scan or crop, enlarged)
+    # Extra samples, as a fraction of the batch: two digits touching, cropped and fitted into 20x20
+    # as the reader crops a blob, trained towards the uniform distribution ("outlier exposure",
+    # Hendrycks et al. 2019), so the model says "not one digit" with low confidence and the
+    # reader's split test can win (augment.touching_pairs). Pixels in [0, 1], ink bright.
+    pairs: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnistlab.augment import augment_batch, is_active
+from mnistlab.augment import PAIRS_LOSS_WEIGHT, augment_batch, is_active, touching_pairs
 from mnistlab.config import RunConfig, TrainConfig
 from mnistlab.dataset import Split, Splits
 from mnistlab.errors import ConfigError
@@ -233,6 +233,8 @@ def train(
         from mnistlab import checkpoint  # late: checkpoint is only needed to resume
 
         checkpoint.restore(state, resume)
+    if cfg.augment.pairs and tc.adversarial != "none":
+        raise ConfigError("augment.pairs and train.adversarial do not combine (the attack needs a label per sample)")
     bf16 = autocast_bf16(tc.precision, device)
     wall0 = time.perf_counter()
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -250,6 +252,9 @@ def train(
         for i in range(0, n, tc.batch_size):
             idx = perm[i : i + tc.batch_size]
             xb, yb = train_x[idx], train_y[idx]
+            n_pairs = round(cfg.augment.pairs * len(yb))
+            if n_pairs:  # not-one-digit samples, appended after the labelled ones
+                xb = torch.cat([xb, touching_pairs(xb, n_pairs, aug_gen)])
             if augment:
                 xb = augment_batch(xb, cfg.augment, aug_gen)
             if tc.adversarial != "none":
@@ -260,7 +265,12 @@ def train(
                 xb = adversarial_batch(model, xb, yb, tc, state.generators["adversarial"], eps)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = model(xb)
+                if n_pairs:  # cross-entropy against the uniform distribution: "no digit is likely"
+                    pairs_loss = -F.log_softmax(logits[len(yb) :].float(), 1).mean()
+                    logits = logits[: len(yb)]
                 loss = F.cross_entropy(logits, yb, label_smoothing=tc.label_smoothing)
+                if n_pairs:
+                    loss = loss + PAIRS_LOSS_WEIGHT * pairs_loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if tc.grad_clip:

@@ -232,6 +232,42 @@ def test_handwriting_augmentation_is_batched_and_seeded(mnist):
     assert ((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))).min() > 0.5  # still the same digit, blurred
 
 
+def test_touching_pairs_look_like_two_digits_in_one_crop(mnist):
+    from mnistlab.augment import touching_pairs
+
+    x = mnist.test_images[:64].unsqueeze(1).float() / 255
+    p = touching_pairs(x, 32, torch.Generator().manual_seed(0))
+    assert p.shape == (32, 1, 28, 28) and 0 <= p.min() and p.max() <= 1
+    assert torch.equal(p, touching_pairs(x, 32, torch.Generator().manual_seed(0)))  # seeded
+    ink = p[:, 0] > 0.3
+    rows, cols = ink.any(2).sum(1), ink.any(1).sum(1)
+    # Fitted into 20x20 like the reader's crops, and wider than high, as two digits side by side.
+    assert (torch.maximum(rows, cols) <= 21).all() and (torch.maximum(rows, cols) >= 18).all()
+    assert (cols > rows).float().mean() > 0.8
+
+
+def test_training_with_touching_pairs_lowers_their_confidence(mnist):
+    from mnistlab.augment import touching_pairs
+    from mnistlab.errors import ConfigError
+    from mnistlab.experiment import run_experiment
+    from mnistlab.recipes import resolve_run_config
+
+    base = {"data.train_limit": 3000, "data.test_limit": 500, "train.epochs": 2}
+    pairs = touching_pairs(mnist.test_images[:500].unsqueeze(1).float() / 255, 200, torch.Generator().manual_seed(1))
+    conf = {}
+    for frac in (0.0, 0.2):
+        out = run_experiment(
+            resolve_run_config("robust", {**base, "augment.pairs": frac}), mnist=mnist, record=False, device="cpu"
+        )
+        assert out.result["test_acc"] > 0.85  # still reads single digits
+        with torch.no_grad():
+            conf[frac] = float(torch.softmax(out.model.eval()(pairs), 1).max(1).values.mean())
+    assert conf[0.2] < conf[0.0] - 0.1, conf
+    with pytest.raises(ConfigError, match="do not combine"):
+        cfg = resolve_run_config("robust", {**base, "augment.pairs": 0.2, "train.adversarial": "pgd"})
+        run_experiment(cfg, mnist=mnist, record=False, device="cpu")
+
+
 # --------------------------------------------------------------------------------------------
 # CLI
 
