@@ -149,7 +149,7 @@ def register(app: typer.Typer) -> None:
         out.print(
             f"{recipe} ({r['model']}, batch {r['batch_size']}, {r['threads']} threads"
             f"{', compiled' if r['compiled'] else ''}): {r['step_ms_median']:.1f} ms/step median, "
-            f"{r['step_ms_min']:.1f} min; one 60k epoch ~{r['epoch_seconds_estimate']:.1f}s; "
+            f"{r['step_ms_min']:.1f} fastest; one 60k epoch ~{r['epoch_seconds_estimate']:.1f}s; "
             f"warm-up (3 steps{', compile included' if r['compiled'] else ''}) {r['warmup_seconds']:.1f}s"
         )
         if profile:
