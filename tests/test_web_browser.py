@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ CHROMIUM_ARGS = [
 FIGURES = (
     Path(__file__).resolve().parents[1] / "docs" / "figures"
     if os.environ.get("MNISTLAB_UPDATE_FIGURES")
-    else Path(os.environ.get("TMPDIR", "/tmp")) / "mnistlab-web-figures"
+    else Path(tempfile.gettempdir()) / "mnistlab-web-figures"
 )
 expect = sync_api.expect
 
