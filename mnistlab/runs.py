@@ -8,6 +8,7 @@
                            (see checkpoint.py); removed once the run is complete
 <run>/result.json          final test metrics, confusion matrix, timings; written LAST, so its
                            presence means the run is complete
+<run>/.lock                "HOST PID" of the process training a study run right now (see claim)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import os
 import platform
 import re
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -203,6 +205,59 @@ def resolve_run(ref: str | Path) -> Path:
 
 def is_complete(run_dir: Path) -> bool:
     return (run_dir / RESULT).is_file()
+
+
+LOCK = ".lock"
+
+
+def _lock_holder_alive(lock: Path) -> bool:
+    """Whether the process named in `lock` may still be training. A lock from another host is
+    trusted (its process cannot be checked from here); an unreadable one, or one naming a process
+    of this host that no longer exists (kill -9, a crash), is stale."""
+    try:
+        host, pid = lock.read_text().split()
+        pid_n = int(pid)
+    except (OSError, ValueError):
+        return False
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid_n, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def claim(run_dir: Path) -> str | None:
+    """Claim `run_dir` for this process before training into it; None on success, else who holds it.
+
+    Two `study run` commands on one study folder (split with --variant, or the same command
+    started twice) would otherwise train the same run at once and interleave its files. The
+    lock is created with O_EXCL, so only one process can win; a stale one is taken over.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = run_dir / LOCK
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if _lock_holder_alive(lock):
+                try:
+                    return lock.read_text().strip() or "another process"
+                except OSError:
+                    return "another process"
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{socket.gethostname()} {os.getpid()}")
+        return None
+    return "another process"  # lost the race for a stale lock twice
+
+
+def release(run_dir: Path) -> None:
+    (run_dir / LOCK).unlink(missing_ok=True)
 
 
 def read_json(path: Path) -> Any:

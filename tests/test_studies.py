@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import replace
@@ -90,6 +91,29 @@ def test_resume_skips_completed_runs(mnist, tmp_path):
     assert [(e.variant, e.seed) for e in events if e.kind == "done"] == [(study.variants[1].name, 1)]
     assert {rd: (rd / runs.RESULT).stat().st_mtime_ns for rd in before} == before
     assert collect(study, tmp_path)[1].n == 2
+
+
+def test_two_commands_share_a_study_through_run_locks(mnist, tmp_path):
+    study = _one_variant("dnn-dropout", "p0.25")
+    held = run_dir_for(tmp_path, "p0.25", 0)
+    held.mkdir(parents=True)
+    (held / runs.LOCK).write_text(f"{socket.gethostname()} {os.getpid()}")  # a live process holds s0
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid names no process any more: a lock left by a crash
+    stale = run_dir_for(tmp_path, "p0.25", 1)
+    stale.mkdir(parents=True)
+    (stale / runs.LOCK).write_text(f"{socket.gethostname()} {dead.pid}")
+    events = []
+    run_study(study, seeds=2, quick=True, out=tmp_path, mnist=mnist, on_event=events.append)
+    assert [(e.kind, e.seed) for e in events] == [("busy", 0), ("start", 1), ("done", 1)]
+    assert events[0].holder == f"{socket.gethostname()} {os.getpid()}"
+    assert not runs.is_complete(held) and runs.is_complete(stale)
+    assert not (stale / runs.LOCK).exists()  # released after training
+    (held / runs.LOCK).unlink()  # the other command stopped: the next run trains s0
+    events.clear()
+    run_study(study, seeds=2, quick=True, out=tmp_path, mnist=mnist, on_event=events.append)
+    assert [(e.kind, e.seed) for e in events] == [("skip", 1), ("start", 0), ("done", 0)]
+    assert not list(tmp_path.glob("*/s*/" + runs.LOCK))
 
 
 def test_changed_study_does_not_mix_into_old_runs(mnist, tmp_path):

@@ -67,6 +67,8 @@ def register(app: typer.Typer) -> None:
             tag = f"[{e.index}/{e.total}] {e.variant} s{e.seed}"
             if e.kind == "skip":
                 err.print(f"{tag}: complete, skipped ({e.run_dir})")
+            elif e.kind == "busy":
+                err.print(f"{tag}: being trained by {e.holder}, skipped; run again once it is done")
             elif e.kind == "start":
                 err.print(f"{tag}: training ...")
             else:

@@ -5,7 +5,8 @@ Records go to <root>/<variant>/s<seed>/ (a normal run folder, see runs.py), with
 A run whose folder already has a result.json is skipped, so a study interrupted by Ctrl-C
 continues where it stopped; an interrupted run with a checkpoint resumes from its last epoch.
 A complete run recorded with a different config (the study file changed) is an error, never
-silently mixed into the table.
+silently mixed into the table. Each run is claimed (runs.claim) while it trains, so two
+commands on one study folder share the work instead of training the same run twice.
 """
 
 from __future__ import annotations
@@ -32,13 +33,14 @@ EXECUTORS = ("local", "ray")
 class RunEvent:
     """What the runner tells its caller (the CLI prints it; nothing here prints)."""
 
-    kind: str  # "skip" | "start" | "done"
+    kind: str  # "skip" | "busy" (another process is training it) | "start" | "done"
     variant: str
     seed: int
     index: int  # 1-based position in the plan
     total: int
     run_dir: Path
     result: dict[str, Any] | None = None
+    holder: str | None = None  # for "busy": "HOST PID" of the process training it
 
 
 def study_root(study: Study, quick: bool = False, out: str | Path | None = None) -> Path:
@@ -114,9 +116,19 @@ def run_study(
         return root
     mnist = mnist or load_mnist(data_dir)
     for i, v, s, cfg, rd in todo:
-        on_event(RunEvent("start", v.name, s, i, len(plan), rd))
-        result = run_one(cfg, rd, mnist, device, callbacks_for(study, v, rd))
-        on_event(RunEvent("done", v.name, s, i, len(plan), rd, result))
+        holder = runs.claim(rd)
+        if holder is not None:
+            on_event(RunEvent("busy", v.name, s, i, len(plan), rd, holder=holder))
+            continue
+        try:
+            if runs.is_complete(rd):  # another process finished it after the plan was made
+                on_event(RunEvent("skip", v.name, s, i, len(plan), rd, runs.read_json(rd / runs.RESULT)))
+                continue
+            on_event(RunEvent("start", v.name, s, i, len(plan), rd))
+            result = run_one(cfg, rd, mnist, device, callbacks_for(study, v, rd))
+            on_event(RunEvent("done", v.name, s, i, len(plan), rd, result))
+        finally:
+            runs.release(rd)
     return root
 
 
