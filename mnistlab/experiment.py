@@ -18,7 +18,16 @@ from mnistlab.data import MNIST, load_mnist
 from mnistlab.dataset import Splits, prepare_splits
 from mnistlab.errors import ConfigError
 from mnistlab.models import create_model, keras_param_count
-from mnistlab.train import Callback, TrainResult, autocast_bf16, evaluate, pick_device, seed_everything, train
+from mnistlab.train import (
+    Callback,
+    TrainResult,
+    autocast_bf16,
+    evaluate,
+    flush_denormal,
+    pick_device,
+    seed_everything,
+    train,
+)
 
 
 @dataclass
@@ -68,11 +77,12 @@ def run_experiment(
     cbs = list(callbacks)
     if record:
         cbs.append(runs.RunRecorder(run_dir))
-    tr = train(cfg, model, splits, device, cbs, resume=resume)
-    t0 = time.perf_counter()
-    test = evaluate(model, splits.test)
-    extra = {name: evaluate(model, split) for name, split in splits.extra_tests.items()}
-    eval_seconds = time.perf_counter() - t0
+    with flush_denormal(cfg.train.flush_denormal):
+        tr = train(cfg, model, splits, device, cbs, resume=resume)
+        t0 = time.perf_counter()
+        test = evaluate(model, splits.test)
+        extra = {name: evaluate(model, split) for name, split in splits.extra_tests.items()}
+        eval_seconds = time.perf_counter() - t0
     total, trainable = keras_param_count(model)
     last = tr.history[-1] if tr.history else {}
     result: dict[str, Any] = {

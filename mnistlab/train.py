@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,6 +184,20 @@ def _improved(metric: str, value: float, best: float | None) -> bool:
     if best is None:
         return True
     return value > best if metric.endswith("acc") else value < best
+
+
+@contextmanager
+def flush_denormal(enabled: bool) -> Iterator[None]:
+    """train.flush_denormal for the duration of a run. The setting is process-wide and torch
+    has no getter, so it is switched back off afterwards (its default); a no-op when off."""
+    if not enabled:
+        yield
+        return
+    torch.set_flush_denormal(True)  # False (and no effect) on CPUs without SSE3
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def autocast_bf16(precision: str, device: torch.device | str) -> bool:

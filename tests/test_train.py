@@ -11,6 +11,7 @@ from mnistlab.dataset import prepare_splits
 from mnistlab.errors import ConfigError, RunError
 from mnistlab.experiment import run_experiment
 from mnistlab.recipes import resolve_run_config
+from mnistlab.train import Callback
 
 SLICE = {"data.train_limit": 4000, "data.test_limit": 2000}
 
@@ -158,3 +159,23 @@ def test_fastnet_stride2_stem_skips_the_full_size_activation():
     assert max(s for s in sizes if s) == 14  # no 28x28 activation anywhere
     with pytest.raises(ValueError, match="stem"):
         dataclasses.replace(default_config("fastnet"), stem="nope")
+
+
+class _DenormalProbe(Callback):
+    """Records whether a denormal double survives while the run trains."""
+
+    def __init__(self) -> None:
+        self.flushed: list[bool] = []
+
+    def on_batch_end(self, state, loss) -> None:
+        self.flushed.append(float(torch.tensor([1e-323], dtype=torch.float64)[0]) == 0.0)
+
+
+@pytest.mark.parametrize("flush", [False, True])
+def test_flush_denormal_holds_for_the_run_only(mnist, flush):
+    cfg = resolve_run_config("dnn", {**SLICE, "data.train_limit": 256, "train.flush_denormal": flush})
+    probe = _DenormalProbe()
+    run_experiment(cfg, mnist=mnist, record=False, callbacks=[probe])
+    supported = torch.set_flush_denormal(False)  # False on CPUs without SSE3: nothing to check
+    assert probe.flushed and all(f == (flush and supported) for f in probe.flushed)
+    assert float(torch.tensor([1e-323], dtype=torch.float64)[0]) != 0.0  # switched back off
