@@ -42,8 +42,9 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "auto"] = "fp32"
     # Flush denormal floats (|x| < 1.2e-38) to zero while the run trains and tests. A network
     # whose signals shrink towards zero (deep-init's N(0, 0.005) + tanh) otherwise spends most of
-    # its time in the CPU's slow denormal path: 58 -> 10 ms per step measured. Off by default
-    # because it changes results (in the last bits, or more where denormals carry the signal).
+    # its time in the CPU's slow denormal path (a deep-init run: 200 s -> 36 s, docs/studies.md).
+    # Off by default because it changes results (in the last bits, or more where denormals carry
+    # the signal).
     flush_denormal: bool = False
     schedule: Schedule = "constant"
     step_size: int = 1  # "step": epochs between decays

@@ -210,24 +210,25 @@ def is_complete(run_dir: Path) -> bool:
 LOCK = ".lock"
 
 
-def _lock_holder_alive(lock: Path) -> bool:
-    """Whether the process named in `lock` may still be training. A lock from another host is
-    trusted (its process cannot be checked from here); an unreadable one, or one naming a process
-    of this host that no longer exists (kill -9, a crash), is stale."""
+def _live_lock_holder(lock: Path) -> str | None:
+    """The "HOST PID" in `lock` if that process may still be training, else None (stale). A lock
+    from another host is trusted (its process cannot be checked from here); an unreadable one, or
+    one naming a process of this host that no longer exists (kill -9, a crash), is stale."""
     try:
-        host, pid = lock.read_text().split()
+        holder = lock.read_text().strip()
+        host, pid = holder.split()
         pid_n = int(pid)
     except (OSError, ValueError):
-        return False
+        return None
     if host != socket.gethostname():
-        return True
+        return holder
     try:
         os.kill(pid_n, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
-        return False
+        return None
     except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+        pass
+    return holder
 
 
 def claim(run_dir: Path) -> str | None:
@@ -243,11 +244,9 @@ def claim(run_dir: Path) -> str | None:
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            if _lock_holder_alive(lock):
-                try:
-                    return lock.read_text().strip() or "another process"
-                except OSError:
-                    return "another process"
+            holder = _live_lock_holder(lock)
+            if holder is not None:
+                return holder
             lock.unlink(missing_ok=True)
             continue
         with os.fdopen(fd, "w") as f:

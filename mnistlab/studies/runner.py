@@ -58,6 +58,19 @@ def _same_config(run_dir: Path, cfg: RunConfig) -> bool:
     return run_config_from_dict(recorded).to_dict() == cfg.to_dict()
 
 
+def _skipped_as_complete(rd: Path, cfg: RunConfig, skip: RunEvent, on_event: Callable[[RunEvent], None]) -> bool:
+    """True (and `skip` reported with its result) when `rd` already holds this run, complete."""
+    if not runs.is_complete(rd):
+        return False
+    if not _same_config(rd, cfg):
+        raise RunError(
+            f"{rd} holds a complete run with a different config (the study changed?): remove it or pass another --out"
+        )
+    skip.result = runs.read_json(rd / runs.RESULT)
+    on_event(skip)
+    return True
+
+
 def callbacks_for(study: Study, variant: Variant, run_dir: Path) -> list[Callback]:
     """Per-run extras the report needs: within-epoch curves, and 3.2's activation histograms."""
     from mnistlab.studies.steps import StepCurve
@@ -100,15 +113,8 @@ def run_study(
     todo: list[tuple[int, Variant, int, RunConfig, Path]] = []
     for i, (v, s, cfg) in enumerate(plan, start=1):
         rd = run_dir_for(root, v.name, s)
-        if runs.is_complete(rd):
-            if not _same_config(rd, cfg):
-                raise RunError(
-                    f"{rd} holds a complete run with a different config (the study changed?): "
-                    f"remove it or pass another --out"
-                )
-            on_event(RunEvent("skip", v.name, s, i, len(plan), rd, runs.read_json(rd / runs.RESULT)))
-            continue
-        todo.append((i, v, s, cfg, rd))
+        if not _skipped_as_complete(rd, cfg, RunEvent("skip", v.name, s, i, len(plan), rd), on_event):
+            todo.append((i, v, s, cfg, rd))
     if executor == "ray":
         from mnistlab.studies import ray_executor  # imports Ray: only on request
 
@@ -121,8 +127,8 @@ def run_study(
             on_event(RunEvent("busy", v.name, s, i, len(plan), rd, holder=holder))
             continue
         try:
-            if runs.is_complete(rd):  # another process finished it after the plan was made
-                on_event(RunEvent("skip", v.name, s, i, len(plan), rd, runs.read_json(rd / runs.RESULT)))
+            # another command may have finished it since the plan was made
+            if _skipped_as_complete(rd, cfg, RunEvent("skip", v.name, s, i, len(plan), rd), on_event):
                 continue
             on_event(RunEvent("start", v.name, s, i, len(plan), rd))
             result = run_one(cfg, rd, mnist, device, callbacks_for(study, v, rd))
