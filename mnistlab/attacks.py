@@ -385,10 +385,10 @@ def adversarial_batch(
     train.adversarial != "none"); `eps` overrides tc.adv_eps (the trainer's eps warm-up).
 
     "pgd": Madry et al.'s PGD with a random start, tc.adv_steps steps of tc.adv_alpha
-    (0 = 2.5·eps/steps). "fgsm-rs": Wong et al. 2020 "Fast is better than free": a uniform random
-    start in the eps-box then ONE signed-gradient step of tc.adv_alpha (0 = 1.25·eps), projected.
+    (None = 2.5·eps/steps). "fgsm-rs": Wong et al. 2020 "Fast is better than free": a uniform random
+    start in the eps-box then ONE signed-gradient step of tc.adv_alpha (None = 1.25·eps), projected.
     "n-fgsm": de Jorge et al. 2022 "Make some noise": a wider random start (uniform in
-    ±tc.adv_noise·eps) and one step of tc.adv_alpha (0 = eps), NOT projected back into the
+    ±tc.adv_noise·eps) and one step of tc.adv_alpha (None = eps), NOT projected back into the
     eps-box. On MNIST at eps 0.3, fgsm-rs falls into catastrophic overfitting (robust to FGSM,
     not to PGD; measured in docs/attacks.md); the stronger noise without clipping avoids it.
     """
@@ -396,11 +396,10 @@ def adversarial_batch(
     if eps <= 0:
         return xb
     if tc.adversarial == "pgd":
-        alpha = tc.adv_alpha or None
-        return pgd(model, xb, yb, eps, "linf", tc.adv_steps, alpha, True, False, generator)
+        return pgd(model, xb, yb, eps, "linf", tc.adv_steps, tc.adv_alpha, True, False, generator)
     if tc.adversarial in ("fgsm-rs", "n-fgsm"):
         noisy = tc.adversarial == "n-fgsm"
-        alpha = tc.adv_alpha or (1.0 if noisy else 1.25) * eps
+        alpha = tc.adv_alpha if tc.adv_alpha is not None else (1.0 if noisy else 1.25) * eps
         e = _as_eps(eps, xb)
         delta = _random_start(xb, e * tc.adv_noise if noisy else e, "linf", generator)
         delta = (xb + delta).clamp(0, 1) - xb

@@ -27,7 +27,7 @@ from mnistlab.dataset import Split
 from mnistlab.experiment import run_experiment
 from mnistlab.models import create_model
 from mnistlab.recipes import get_recipe, resolve_run_config
-from mnistlab.train import Callback, TrainState, evaluate
+from mnistlab.train import Callback, TrainState, autocast_bf16, evaluate, make_optimizer
 
 REFERENCE = "ref-pytorch"  # ratios are against this recipe
 # --quick: tiny slices and one epoch, so the whole command runs in seconds (for tests).
@@ -354,8 +354,6 @@ def step_time(
     of the top operators by self CPU time is returned too. With `compile_model`, the compile time
     (the first `warmup` steps) is reported separately.
     """
-    from mnistlab.train import autocast_bf16, make_optimizer
-
     cfg = resolve_run_config(recipe, overrides)
     torch.manual_seed(0)
     model = create_model(cfg.model, cfg.model_config)

@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
-from mnistlab.errors import ConfigError
+from mnistlab.errors import ConfigError, did_you_mean
+from mnistlab.models import default_config
 
 Optimizer = Literal["sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw", "adadelta"]
 Schedule = Literal["constant", "step", "plateau", "onecycle", "cosine"]
@@ -28,11 +29,12 @@ class TrainConfig:
     epochs: int = 1
     batch_size: int = 32  # Keras' default
     optimizer: Optimizer = "rmsprop"
-    lr: float = 0.0  # 0 = the optimizer's Keras default (see train.KERAS_DEFAULT_LR)
-    momentum: float = 0.0  # sgd only; "momentum"/"nesterov" use 0.9 when this is 0
-    weight_decay: float = 0.0
+    # None in the four fields below means "the optimizer's Keras default" (train.KERAS_DEFAULTS):
+    lr: float | None = None  # sgd/momentum/nesterov 0.01; rmsprop/adam/adamw/adadelta 0.001
+    momentum: float | None = None  # sgd 0; "momentum" and "nesterov" 0.9
+    weight_decay: float | None = None  # adamw 0.004 (decoupled); 0 for the others
+    rho: float | None = None  # the squared-gradient decay: rmsprop 0.9, adadelta 0.95
     eps: float = 1e-7  # Keras' epsilon for rmsprop/adam/adadelta (PyTorch uses 1e-8 / 1e-6)
-    rho: float = 0.9  # rmsprop's decay (Keras default 0.9; adadelta uses 0.95 when this is 0.9)
     label_smoothing: float = 0.0
     # "bf16": forward and loss under torch.autocast in bfloat16 (weights, optimizer and BN
     # statistics stay float32). On CPUs with AMX/AVX512-BF16 it cuts the step time of small CNNs,
@@ -61,7 +63,7 @@ class TrainConfig:
     adversarial: Literal["none", "pgd", "fgsm-rs", "n-fgsm"] = "none"
     adv_eps: float = 0.3  # L∞ budget, pixels in [0, 1]
     adv_steps: int = 7  # "pgd" steps
-    adv_alpha: float = 0.0  # step size; 0 = 2.5*eps/steps (pgd), 1.25*eps (fgsm-rs) or eps (n-fgsm)
+    adv_alpha: float | None = None  # step size; None = 2.5*eps/steps (pgd), 1.25*eps (fgsm-rs) or eps (n-fgsm)
     adv_noise: float = 2.0  # "n-fgsm": the random start is uniform in [-adv_noise*eps, adv_noise*eps]
     adv_eps_warmup: float = 0.0  # fraction of the training steps over which eps ramps up from 0
 
@@ -105,6 +107,11 @@ class AugmentConfig:
     pairs: float = 0.0
 
 
+# 2: lr, rho, momentum, weight_decay and adv_alpha use None (not 0 or 0.9) for "the default";
+# records without a version are read with the old meanings (run_config_from_dict).
+CONFIG_VERSION = 2
+
+
 @dataclass(frozen=True)
 class RunConfig:
     model: str
@@ -112,10 +119,13 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    seed: int = 0
+    seed: int = 0  # the random seed (model init, batch order, augmentation, dropout)
+    recipe: str = ""  # the recipe it was resolved from (recipes.RECIPES), "" when built by hand
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "config_version": CONFIG_VERSION,
+            "recipe": self.recipe,
             "model": self.model,
             "model_config": dataclasses.asdict(self.model_config),
             "train": dataclasses.asdict(self.train),
@@ -210,7 +220,9 @@ def _resolve_key(cfg: RunConfig, key: str) -> tuple[str, str]:
             return owners[0], key
         if len(owners) > 1:
             raise ConfigError(f"ambiguous key {key!r}: write one of {', '.join(f'{o}.{key}' for o in owners)}")
-    raise ConfigError(f"unknown key {key!r} for model {cfg.model!r}; valid keys: {', '.join(valid_keys(cfg))}")
+    keys = valid_keys(cfg)
+    hint = did_you_mean(key, keys + [k.split(".", 1)[1] for k in keys if "." in k])
+    raise ConfigError(f"unknown key {key!r} for model {cfg.model!r}{hint}; valid keys: {', '.join(keys)}")
 
 
 def apply_overrides(cfg: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:
@@ -248,17 +260,29 @@ def parse_assignments(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+def _upgrade_v1(train: dict[str, Any]) -> dict[str, Any]:
+    """A record written before CONFIG_VERSION 2, in today's terms: 0 (and Adadelta's 0.9 rho)
+    meant "the default", which is None now. Every old value keeps its old meaning."""
+    train = dict(train)
+    for key in ("lr", "momentum", "weight_decay", "adv_alpha"):
+        if train.get(key) == 0.0:
+            train[key] = None
+    if train.get("optimizer") == "adadelta" and train.get("rho") == 0.9:
+        train["rho"] = None
+    return train
+
+
 def run_config_from_dict(d: Mapping[str, Any]) -> RunConfig:
     """Rebuild a RunConfig from `RunConfig.to_dict()` output (a run record's config.json)."""
-    from mnistlab.models import default_config  # late: models import config
-
     try:
-        base = RunConfig(model=d["model"], model_config=default_config(d["model"]))
+        base = RunConfig(model=d["model"], model_config=default_config(d["model"]), recipe=str(d.get("recipe", "")))
     except KeyError as e:
         raise ConfigError(f"config has no {e.args[0]!r} entry") from None
     flat: dict[str, Any] = {}
     for section in SECTIONS:
         src = d.get("model_config" if section == "model" else section, {}) or {}
+        if section == "train" and d.get("config_version", 1) < 2:
+            src = _upgrade_v1(src)
         known = {f.name for f in fields(_section_obj(base, section))}
         for name, value in src.items():
             if name not in known:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -32,13 +33,32 @@ class Splits:
     extra_tests: dict[str, Split] = field(default_factory=dict)  # e.g. {"test_inverted": ...}
 
 
-def _variant(images: torch.Tensor, cfg: DataConfig, seed: int) -> torch.Tensor:
-    x = transforms.to_float(images, cfg.scale)
-    return transforms.subsample(x, cfg.subsample, cfg.subsample_keep, seed, cfg.upsample)
+def model_input(x: torch.Tensor, cfg: DataConfig, seed: int = 0) -> torch.Tensor:
+    """THE contract between a digit and a model: canonical digits (N, 1, 28, 28) float in [0, 1],
+    white ink on black, as MNIST stores them -> what a model trained under `cfg` takes: unscaled
+    (x 255) when `scale` is off, sub-sampled, inverted for `invert="only"`, the grey channel
+    repeated. `prepare_splits` builds every split with it and the Predictor feeds every app's
+    digit through it, so training and use cannot drift. Differentiable (attacks see through it).
+    The channel repeat is a view: no memory is used until a batch is indexed.
+    """
+    if x.dim() != 4 or x.shape[1] != 1:
+        raise DataError(f"expected canonical digits of shape (N, 1, H, W), got {tuple(x.shape)}")
+    if not cfg.scale:
+        x = x * 255.0
+    x = transforms.subsample(x, cfg.subsample, cfg.subsample_keep, seed, cfg.upsample)
+    if cfg.invert == "only":
+        x = transforms.invert(x, cfg.scale)
+    return transforms.with_channels(x, cfg.channels)
+
+
+def canonical(images: torch.Tensor) -> torch.Tensor:
+    """uint8 MNIST images (N, 28, 28) -> canonical digits (N, 1, 28, 28) float32 in [0, 1]."""
+    return images.unsqueeze(1).float() / 255.0
 
 
 def prepare_splits(mnist: mdata.MNIST, cfg: DataConfig, seed: int = 0) -> Splits:
-    """Subset -> float -> sub-sample -> invert -> validation split -> channels, train and test alike.
+    """Subset -> model_input -> validation split, train and test alike; `invert="add"` appends the
+    inverted copy (seed 4.1) to the training images.
 
     The sub-sampling mask ("random") is drawn from `seed` and shared by train and test; the
     subsets and random validation splits are seeded by `seed` too, so a run is a pure function
@@ -52,11 +72,13 @@ def prepare_splits(mnist: mdata.MNIST, cfg: DataConfig, seed: int = 0) -> Splits
     idx = mdata.first_fraction(len(labels), cfg.train_fraction)
     if cfg.train_limit:
         idx = idx[mdata.random_subset(len(idx), min(cfg.train_limit, len(idx)), seed)]
-    x, y = _variant(images[idx], cfg, seed), labels[idx]
+    # One channel until the splits are cut: concatenating repeated-channel views would copy them.
+    grey = dataclasses.replace(cfg, channels=1)
+    inverted = dataclasses.replace(grey, invert="none" if cfg.invert == "only" else "only")
+    x01, y = canonical(images[idx]), labels[idx]
+    x = model_input(x01, grey, seed)
     if cfg.invert == "add":  # seed 4.1: MNIST followed by its inverted copy
-        x, y = torch.cat([x, transforms.invert(x, cfg.scale)]), torch.cat([y, y])
-    elif cfg.invert == "only":
-        x = transforms.invert(x, cfg.scale)
+        x, y = torch.cat([x, model_input(x01, inverted, seed)]), torch.cat([y, y])
 
     val = None
     if cfg.val_split:
@@ -69,13 +91,10 @@ def prepare_splits(mnist: mdata.MNIST, cfg: DataConfig, seed: int = 0) -> Splits
     train = Split(transforms.with_channels(x, cfg.channels), y)
 
     n_test = cfg.test_limit or len(mnist.test_labels)
-    tx, ty = _variant(mnist.test_images[:n_test], cfg, seed), mnist.test_labels[:n_test]
-    inverted = transforms.invert(tx, cfg.scale)
-    test = Split(transforms.with_channels(inverted if cfg.invert == "only" else tx, cfg.channels), ty)
+    t01, ty = canonical(mnist.test_images[:n_test]), mnist.test_labels[:n_test]
+    test = Split(model_input(t01, cfg, seed), ty)
     extra = {}
-    if cfg.eval_inverted:
-        other = tx if cfg.invert == "only" else inverted
-        extra["test_normal" if cfg.invert == "only" else "test_inverted"] = Split(
-            transforms.with_channels(other, cfg.channels), ty
-        )
+    if cfg.eval_inverted:  # the other polarity than the one the test set has
+        name = "test_normal" if cfg.invert == "only" else "test_inverted"
+        extra[name] = Split(model_input(t01, dataclasses.replace(inverted, channels=cfg.channels), seed), ty)
     return Splits(train, val, test, extra)

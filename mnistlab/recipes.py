@@ -1,8 +1,12 @@
-"""Named recipes: a model plus the training/data settings that go with it.
+"""Every named recipe in one table: a model plus the training, data and augmentation settings that
+go with it. `mnistlab train NAME` trains recipe NAME.
 
-Every registered model is also a recipe of the same name: its seed document's training recipe
-(so `mnistlab train dnn` trains the way seed 0.1 did). Recipes that are not a seed's (the fast
-and best recipes, the reference recipes) register here with `register_recipe`.
+Each seed architecture has a recipe of its own name that trains it the way its seed document did
+(`mnistlab train dnn` is seed 0.1); the other architectures have a bare recipe of their name (the
+model's defaults); the rest are ours: the reference recipes `mnistlab bench` compares against, the
+fastest and the most accurate recipe, the adversarially robust one and the handwriting reader.
+The table is data: nothing registers itself from elsewhere, so importing this module imports the
+model registry and the config, nothing above them.
 """
 
 from __future__ import annotations
@@ -14,43 +18,241 @@ from typing import Any
 
 from mnistlab import transforms
 from mnistlab.config import RunConfig, apply_overrides
-from mnistlab.errors import ConfigError
-from mnistlab.models import default_config, get_spec, list_models
+from mnistlab.errors import ConfigError, did_you_mean
+from mnistlab.models import default_config, list_models
 
 
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    model: str
-    overrides: Mapping[str, Any]
+    model: str  # a registered model name
+    overrides: Mapping[str, Any]  # config overrides, keys as `config.apply_overrides` takes them
     description: str = ""
+    seed_doc: str = ""  # the seed experiment whose recipe this is ("0.1"), "" for our own
 
 
-_RECIPES: dict[str, Recipe] = {}
+# Seed 004's training, shared by its two models (4.2, 4.4): MNIST plus its inverted copy, 3
+# channels, a random 80/20 validation split, the best epoch by val_acc kept.
+_SEED4 = {
+    "train.optimizer": "adam",
+    "train.batch_size": 32,
+    "data.invert": "add",
+    "data.channels": 3,
+    "data.val_split": 0.2,
+    "data.val_mode": "random",
+    "data.eval_inverted": True,
+    "train.monitor": "val_acc",
+}
+
+_TABLE: tuple[Recipe, ...] = (
+    # --- the seed documents' recipes (their numbers: docs/studies.md) -------------------------
+    Recipe(
+        "dnn",
+        "dnn",
+        {"train.optimizer": "rmsprop", "train.batch_size": 32, "train.epochs": 1},
+        "seed 0.1: RMSprop (the Keras tutorial's compile), batch 32, 1 epoch",
+        "0.1",
+    ),
+    Recipe(
+        "cnn",
+        "cnn",
+        {"train.optimizer": "adadelta", "train.lr": 1.0, "train.batch_size": 128, "train.epochs": 1},
+        "seed 0.2 (Keras mnist_cnn.py): Adadelta at Keras 2's lr 1.0, batch 128, 1 epoch",
+        "0.2",
+    ),
+    Recipe(
+        "mlp",
+        "mlp",
+        {
+            "train.optimizer": "rmsprop",
+            "train.batch_size": 128,
+            "train.epochs": 10,
+            "data.val_split": 0.2,
+            "train.monitor": "val_loss",  # ModelCheckpoint(save_best_only) + load_weights
+        },
+        "seed 1.2: RMSprop, batch 128, 10 epochs, the best epoch by val_loss restored",
+        "1.2",
+    ),
+    Recipe(
+        "cnn-bn",
+        "cnn-bn",
+        {
+            "train.optimizer": "rmsprop",
+            "train.eps": 1e-8,
+            "train.batch_size": 86,  # the Kaggle kernel seed 002 follows
+            "train.epochs": 40,
+            "data.val_split": 0.1,
+            "train.schedule": "plateau",
+            "train.plateau_monitor": "val_acc",
+            "augment.rotate": 10.0,
+            "augment.zoom": 0.1,
+            "augment.shift": 0.1,
+        },
+        "seed 2.2-2.5: RMSprop, batch 86, 40 epochs, ReduceLROnPlateau on val_acc, augmentation",
+        "2.2",
+    ),
+    Recipe(
+        "deep-dnn",
+        "deep-dnn",
+        {"train.optimizer": "sgd", "train.batch_size": 128, "train.epochs": 10, "data.val_split": 0.3},
+        "seed 3.1: SGD, batch 128, 10 epochs, the last 30 % for validation",
+        "3.1",
+    ),
+    Recipe(
+        "cnn-small",
+        "cnn-small",
+        {**_SEED4, "train.epochs": 5},
+        "seed 4.2: Adam on MNIST + inverted (28x28x3), 5 epochs, the best by val_acc",
+        "4.2",
+    ),
+    Recipe(
+        "cnn-robust",
+        "cnn-robust",
+        {**_SEED4, "train.epochs": 4},
+        "seed 4.4: Adam on MNIST + inverted (28x28x3), 4 epochs, the best by val_acc",
+        "4.4",
+    ),
+    # --- the reference recipes `mnistlab bench` measures against (docs/bench.md) ---------------
+    Recipe(
+        "ref-pytorch",
+        "pt-example-net",
+        {
+            # pytorch/examples mnist/main.py with its defaults: PyTorch's Adadelta (rho 0.9, eps 1e-6)
+            "train.optimizer": "adadelta",
+            "train.lr": 1.0,
+            "train.rho": 0.9,
+            "train.eps": 1e-6,
+            "train.schedule": "step",
+            "train.step_size": 1,
+            "train.gamma": 0.7,
+            "train.batch_size": 64,
+            "train.epochs": 14,
+        },
+        "pytorch/examples mnist: Adadelta lr 1.0, StepLR gamma 0.7 per epoch, batch 64, 14 epochs",
+    ),
+    Recipe(
+        "ref-keras",
+        "keras-convnet",
+        # keras-io examples/vision/mnist_convnet.py: model.fit(batch_size=128, epochs=15, validation_split=0.1)
+        {"train.optimizer": "adam", "train.batch_size": 128, "train.epochs": 15, "data.val_split": 0.1},
+        "keras-io mnist_convnet: Adam, batch 128, 15 epochs, validation_split 0.1",
+    ),
+    # --- ours ------------------------------------------------------------------------------------
+    Recipe(
+        # Shortest wall time to 99 % on a CPU: a 3-block CNN in channels-last whose first block is a
+        # stride-2 convolution (no 28x28 activation), bfloat16 autocast where the CPU runs it
+        # natively, one epoch at batch 192 under one-cycle Adam (docs/bench.md: what was tried).
+        "fast",
+        "fastnet",
+        {
+            "model.stem": "stride2",
+            "train.precision": "auto",
+            "train.optimizer": "adam",
+            "train.lr": 0.01,
+            "train.schedule": "onecycle",
+            "train.warmup": 0.25,
+            "train.batch_size": 192,
+            "train.epochs": 1,
+        },
+        "fastnet (stride-2 stem), 1 epoch, batch 192, Adam one-cycle lr 0.01, bf16 where native (shortest time to 99 %)",
+    ),
+    Recipe(
+        # Highest single-model accuracy: a VGG-like BN net with Keras-ImageDataGenerator-like
+        # augmentation, one-cycle Adam and label smoothing.
+        "best",
+        "bestnet",
+        {
+            "train.optimizer": "adam",
+            "train.lr": 0.005,
+            "train.schedule": "onecycle",
+            "train.warmup": 0.2,
+            "train.batch_size": 128,
+            "train.epochs": 12,
+            "train.label_smoothing": 0.1,
+            "train.precision": "auto",  # bf16 autocast where native: 1.6x per step on an AMX CPU (docs/bench.md)
+            "augment.rotate": 10.0,
+            "augment.zoom": 0.1,
+            "augment.shift": 0.1,
+        },
+        "bestnet + augmentation, 12 epochs, Adam one-cycle, label smoothing 0.1",
+    ),
+    Recipe(
+        # Adversarially robust (L∞ eps 0.3): Madry et al.'s PGD training, 5 steps of 2.5*eps/5, on the
+        # small strided CNN of Wong et al., batch 100. Two things matter (docs/attacks.md, measured):
+        # eps must ramp up from 0 (at the full 0.3 from the first step the net never leaves chance),
+        # and single-step attacks (fgsm-rs, n-fgsm) fall into catastrophic overfitting here.
+        "adversarial",
+        "advnet",
+        {
+            "train.optimizer": "adam",
+            "train.lr": 0.005,
+            "train.schedule": "onecycle",
+            "train.warmup": 0.5,
+            "train.batch_size": 100,
+            "train.epochs": 12,
+            "train.adversarial": "pgd",
+            "train.adv_eps": 0.3,
+            "train.adv_steps": 5,
+            "train.adv_eps_warmup": 0.25,
+        },
+        "advnet, PGD-5 adversarial training at eps 0.3 (eps ramped up over the first quarter), Adam "
+        "one-cycle lr 0.005, 12 epochs",
+    ),
+    Recipe(
+        # The default model for reading handwriting (`predict`, the web page). MNIST digits are
+        # clean, centred, one pen, one writer population; a person's are not: a small BN CNN under
+        # augmentation that covers what differs (slant, size, wobble, pen width, blur, faint ink,
+        # sensor noise). Polarity inversion is left off: the reader always hands over white-on-black
+        # crops, and spending capacity on both polarities costs accuracy (docs/handwriting.md).
+        "robust",
+        "fastnet",
+        {
+            "model.widths": "16,32,64",
+            "train.epochs": 2,
+            "train.batch_size": 128,
+            "train.optimizer": "adam",
+            "train.lr": 0.006,
+            "train.schedule": "onecycle",
+            "train.warmup": 0.2,
+            "train.label_smoothing": 0.05,
+            "augment.rotate": 15,
+            "augment.zoom": 0.15,
+            "augment.shift": 0.08,
+            "augment.shear": 15,
+            "augment.elastic": 1.5,
+            "augment.thickness": 0.5,
+            "augment.blur": 1.0,
+            "augment.noise": 0.08,
+            "augment.contrast": 0.4,
+        },
+        "fastnet 16-32-64 under handwriting augmentation (affine, elastic, pen width, blur, noise, "
+        "contrast): the default model of `mnistlab predict`",
+    ),
+)
+
+# The architectures no seed trains have a bare recipe of their own name: the model's defaults.
+_BARE = ("pt-example-net", "keras-convnet", "fastnet", "bestnet", "advnet")
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in _TABLE} | {
+    name: Recipe(name, name, {}, "the model's defaults") for name in _BARE
+}
 
 # What `mnistlab train` trains when no name is given: "fast" (~99 % in seconds; docs/bench.md says why).
 DEFAULT_RECIPE = "fast"
-
-
-def register_recipe(name: str, model: str, overrides: Mapping[str, Any], description: str = "") -> Recipe:
-    if name in _RECIPES or name in list_models():
-        raise ValueError(f"recipe {name!r} already exists")
-    recipe = Recipe(name, model, dict(overrides), description)
-    _RECIPES[name] = recipe
-    return recipe
+# What reads handwriting when no run is named (`predict`, `serve`): see handwriting/model.py.
+READER_RECIPE = "robust"
 
 
 def list_recipes() -> list[str]:
-    return sorted(set(_RECIPES) | set(list_models()))
+    return sorted(RECIPES)
 
 
 def get_recipe(name: str) -> Recipe:
-    if name in _RECIPES:
-        return _RECIPES[name]
-    if name in list_models():
-        spec = get_spec(name)
-        return Recipe(name, name, spec.recipe, spec.description)
-    raise ConfigError(f"unknown model or recipe {name!r}; available: {', '.join(list_recipes())}")
+    try:
+        return RECIPES[name]
+    except KeyError:
+        hint = did_you_mean(name, list_recipes())
+        raise ConfigError(f"unknown model or recipe {name!r}{hint}; available: {', '.join(list_recipes())}") from None
 
 
 def fit_model_to_data(cfg: RunConfig) -> RunConfig:
@@ -72,18 +274,28 @@ def fit_model_to_data(cfg: RunConfig) -> RunConfig:
 def resolve_run_config(name: str, overrides: Mapping[str, Any] | None = None, seed: int | None = None) -> RunConfig:
     """Recipe `name` + user `overrides` (+ `seed`) -> the RunConfig a run records and replays."""
     recipe = get_recipe(name)
-    cfg = RunConfig(model=recipe.model, model_config=default_config(recipe.model))
+    cfg = RunConfig(model=recipe.model, model_config=default_config(recipe.model), recipe=name)
     cfg = apply_overrides(cfg, recipe.overrides)
     user = dict(overrides or {})
-    # A recipe's lr belongs to its optimizer (cnn: Adadelta at 1.0): switching the optimizer
-    # without naming an lr falls back to the new optimizer's Keras default.
-    if {"optimizer", "train.optimizer"} & user.keys() and not {"lr", "train.lr"} & user.keys():
-        user["train.lr"] = 0.0
+    # A recipe's lr and rho belong to its optimizer (cnn: Adadelta at 1.0): switching the optimizer
+    # without naming them falls back to the new optimizer's Keras defaults.
+    if {"optimizer", "train.optimizer"} & user.keys():
+        for key in ("lr", "rho"):
+            if not {key, f"train.{key}"} & user.keys():
+                user[f"train.{key}"] = None
     cfg = apply_overrides(cfg, user)
     if seed is not None:
         cfg = dataclasses.replace(cfg, seed=seed)
     return fit_model_to_data(cfg)
 
 
-from mnistlab import recipes_bench  # noqa: E402, F401  (registers ref-pytorch, ref-keras, fast, best)
-from mnistlab.handwriting import model as _handwriting_model  # noqa: E402, F401  (registers robust)
+def _check_table() -> None:
+    """Every recipe names a registered model, and every registered model has a recipe."""
+    models = set(list_models())
+    unknown = sorted(r.model for r in RECIPES.values() if r.model not in models)
+    untrained = sorted(models - {r.model for r in RECIPES.values()})
+    if unknown or untrained:  # a programming error in this table, caught at import and by the tests
+        raise RuntimeError(f"recipe table out of step with the model registry: {unknown=} {untrained=}")
+
+
+_check_table()

@@ -33,6 +33,7 @@ from torch import nn
 from mnistlab import checkpoint
 from mnistlab.config import RunConfig, run_config_from_dict
 from mnistlab.errors import ConfigError, MnistlabError, RunError
+from mnistlab.models import create_model
 from mnistlab.train import Callback, TrainState
 
 CONFIG, METRICS, WEIGHTS, RESULT = "config.json", "metrics.jsonl", "weights.safetensors", "result.json"
@@ -299,8 +300,6 @@ def load_run_config(path: Path) -> RunConfig:
 
 def load_run(ref: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
     """Rebuild a run's model through the registry from its config and load its weights."""
-    from mnistlab.models import create_model  # late: keeps `import mnistlab.runs` light
-
     path = resolve_run(ref)
     cfg = load_run_config(path)
     model = create_model(cfg.model, cfg.model_config)

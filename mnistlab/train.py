@@ -19,12 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mnistlab import checkpoint
+from mnistlab.attacks import adversarial_batch
 from mnistlab.augment import PAIRS_LOSS_WEIGHT, augment_batch, is_active, touching_pairs
 from mnistlab.config import RunConfig, TrainConfig
 from mnistlab.dataset import Split, Splits
 from mnistlab.errors import ConfigError
 
-# Keras' default learning rates (tf.keras 2.x); "lr = 0" in a TrainConfig means "use these".
+# Keras' defaults (tf.keras 2.x) for the TrainConfig fields left at None.
 KERAS_DEFAULT_LR = {
     "sgd": 0.01,
     "momentum": 0.01,
@@ -34,6 +36,13 @@ KERAS_DEFAULT_LR = {
     "adamw": 0.001,
     "adadelta": 0.001,
 }
+KERAS_DEFAULT_RHO = {"rmsprop": 0.9, "adadelta": 0.95}
+KERAS_DEFAULT_MOMENTUM = {"momentum": 0.9, "nesterov": 0.9}  # plain sgd: 0
+KERAS_DEFAULT_WEIGHT_DECAY = {"adamw": 0.004}  # decoupled; the others: 0
+
+
+def _or(value: float | None, defaults: dict[str, float], optimizer: str) -> float:
+    return value if value is not None else defaults.get(optimizer, 0.0)
 
 
 def pick_device(name: str | None = None) -> torch.device:
@@ -50,26 +59,23 @@ def seed_everything(seed: int) -> None:
 
 
 def make_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
-    lr = cfg.lr or KERAS_DEFAULT_LR[cfg.optimizer]
-    wd = cfg.weight_decay
-    match cfg.optimizer:
-        case "sgd":
-            return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=wd)
-        case "momentum" | "nesterov":
-            return torch.optim.SGD(
-                params, lr=lr, momentum=cfg.momentum or 0.9, nesterov=cfg.optimizer == "nesterov", weight_decay=wd
-            )
+    name = cfg.optimizer
+    lr = _or(cfg.lr, KERAS_DEFAULT_LR, name)
+    wd = _or(cfg.weight_decay, KERAS_DEFAULT_WEIGHT_DECAY, name)
+    momentum = _or(cfg.momentum, KERAS_DEFAULT_MOMENTUM, name)
+    rho = _or(cfg.rho, KERAS_DEFAULT_RHO, name)
+    match name:
+        case "sgd" | "momentum" | "nesterov":
+            return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=name == "nesterov", weight_decay=wd)
         case "rmsprop":
-            return torch.optim.RMSprop(params, lr=lr, alpha=cfg.rho, eps=cfg.eps, weight_decay=wd)
+            return torch.optim.RMSprop(params, lr=lr, alpha=rho, eps=cfg.eps, weight_decay=wd)
         case "adam":
             return torch.optim.Adam(params, lr=lr, eps=cfg.eps, weight_decay=wd)
         case "adamw":
-            # Keras' AdamW default weight decay is 0.004
-            return torch.optim.AdamW(params, lr=lr, eps=cfg.eps, weight_decay=wd or 0.004)
+            return torch.optim.AdamW(params, lr=lr, eps=cfg.eps, weight_decay=wd)
         case "adadelta":
-            rho = 0.95 if cfg.rho == 0.9 else cfg.rho  # 0.9 is rmsprop's default; Adadelta's is 0.95
             return torch.optim.Adadelta(params, lr=lr, rho=rho, eps=cfg.eps, weight_decay=wd)
-    raise ConfigError(f"unknown optimizer {cfg.optimizer!r}")  # pragma: no cover
+    raise ConfigError(f"unknown optimizer {name!r}")  # pragma: no cover
 
 
 def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> tuple[Any, str]:
@@ -245,8 +251,6 @@ def train(
     if tc.adversarial != "none":  # random starts of the attacks: their own seeded generator
         state.generators["adversarial"] = torch.Generator().manual_seed(cfg.seed + 2_000_029)
     if resume is not None:
-        from mnistlab import checkpoint  # late: checkpoint is only needed to resume
-
         checkpoint.restore(state, resume)
     if cfg.augment.pairs and tc.adversarial != "none":
         raise ConfigError("augment.pairs and train.adversarial do not combine (the attack needs a label per sample)")
@@ -273,8 +277,6 @@ def train(
             if augment:
                 xb = augment_batch(xb, cfg.augment, aug_gen)
             if tc.adversarial != "none":
-                from mnistlab.attacks import adversarial_batch  # late: only adversarial training needs it
-
                 ramp = tc.adv_eps_warmup * tc.epochs * steps_per_epoch  # steps until the full eps
                 eps = tc.adv_eps * min(1.0, (state.step + 1) / ramp) if ramp > 0 else tc.adv_eps
                 xb = adversarial_batch(model, xb, yb, tc, state.generators["adversarial"], eps)

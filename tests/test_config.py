@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from mnistlab.config import apply_overrides, parse_assignments, run_config_from_dict
 from mnistlab.errors import ConfigError
@@ -54,3 +55,36 @@ def test_apply_overrides_types_from_toml_values():
     cfg = resolve_run_config("dnn")
     cfg = apply_overrides(cfg, {"train.lr": 1, "data.scale": False, "seed": 3})
     assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float) and cfg.data.scale is False and cfg.seed == 3
+
+
+def test_none_means_the_optimizers_keras_default():
+    from mnistlab.train import make_optimizer
+
+    cfg = resolve_run_config("cnn")  # Adadelta at lr 1.0, rho left to Adadelta's default
+    assert cfg.train.rho is None
+    group = make_optimizer([torch.zeros(1, requires_grad=True)], cfg.train).param_groups[0]
+    assert (group["lr"], group["rho"]) == (1.0, 0.95)
+    switched = resolve_run_config("cnn", {"optimizer": "rmsprop"})  # the lr of Adadelta does not carry over
+    group = make_optimizer([torch.zeros(1, requires_grad=True)], switched.train).param_groups[0]
+    assert (group["lr"], group["alpha"]) == (0.001, 0.9)
+    pt = resolve_run_config("ref-pytorch")  # PyTorch's Adadelta rho 0.9, asked for as it is
+    assert make_optimizer([torch.zeros(1, requires_grad=True)], pt.train).param_groups[0]["rho"] == 0.9
+
+
+def test_records_before_config_version_2_keep_their_meaning():
+    from mnistlab.config import run_config_from_dict
+
+    old = resolve_run_config("cnn").to_dict()
+    del old["config_version"]
+    old["train"] |= {"lr": 0.0, "rho": 0.9, "momentum": 0.0, "weight_decay": 0.0, "adv_alpha": 0.0}
+    cfg = run_config_from_dict(old)
+    assert (cfg.train.lr, cfg.train.rho, cfg.train.momentum, cfg.train.weight_decay) == (None, None, None, None)
+    new = resolve_run_config("ref-pytorch").to_dict()
+    assert run_config_from_dict(new).train.rho == 0.9 and run_config_from_dict(new) == resolve_run_config("ref-pytorch")
+
+
+def test_a_misspelt_key_or_recipe_gets_a_suggestion():
+    with pytest.raises(ConfigError, match=r"unknown key 'hiden'.*did you mean 'hidden'\?"):
+        resolve_run_config("mlp", {"hiden": 64})
+    with pytest.raises(ConfigError, match=r"unknown model or recipe 'rubost' \(did you mean 'robust'\?\)"):
+        resolve_run_config("rubost")

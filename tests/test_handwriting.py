@@ -19,6 +19,7 @@ from mnistlab.errors import ImageError
 from mnistlab.handwriting import preprocess_digit, read_image
 from mnistlab.handwriting.images import load_grey
 from mnistlab.handwriting.pages import PageSpec, make_page, score_page
+from mnistlab.predictor import Predictor
 
 
 def _canvas(mnist, i: int, side: int = 280, dark_ink: bool = False) -> np.ndarray:
@@ -42,7 +43,7 @@ def reader_run(mnist, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("reader") / "run"
     out = run_experiment(cfg, run_dir=run_dir, mnist=mnist, device="cpu")
     assert out.result["test_acc"] > 0.9
-    return run_dir, out.model.eval()
+    return run_dir, Predictor.load(run_dir)
 
 
 # --------------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ def test_config_is_frozen_and_summary_adds_up(name):
     assert rows[-1].output_shape == (10,)
     assert sum(r.params for r in rows) == keras_param_count(model)[0]
     spec = get_spec(name)  # every seed model names the experiment it reproduces ("" = our own model)
-    assert spec.seed or spec.build.__module__ != "mnistlab.models.seed"
+    assert spec.seed_doc or spec.build.__module__ != "mnistlab.models.seed"
 
 
 @pytest.mark.parametrize("name", sorted(SEED_PARAMS))

@@ -20,10 +20,7 @@ pytest.importorskip("httpx")
 from _web_support import DEFAULT, RUNS, blank_png, trained_runs  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from mnistlab.config import DataConfig  # noqa: E402
-from mnistlab.dataset import prepare_splits  # noqa: E402
 from mnistlab.handwriting import read_image  # noqa: E402
-from mnistlab.models import create_model, list_models  # noqa: E402
 from mnistlab.viz.layers import layer_names  # noqa: E402
 from mnistlab.web import service  # noqa: E402
 from mnistlab.web.app import STATIC, create_app  # noqa: E402
@@ -102,7 +99,7 @@ def test_same_fields_as_predict_json(client, app, mnist):
     """The answer carries everything `Reading.to_json()` (what `predict --json` prints) has, unchanged."""
     png = line_photo_jpeg([mnist.test_images[i] for i in range(3)])
     r = client.post("/api/predict", files={"file": ("three.jpg", png, "image/jpeg")}).json()
-    direct = read_image(png, app.state.store.get().net, name="three.jpg").to_json()
+    direct = read_image(png, app.state.store.get().predictor, name="three.jpg").to_json()
     for key, value in direct.items():
         if key != "digits":
             assert r[key] == value, key
@@ -381,43 +378,3 @@ def test_core_cli_does_not_import_the_web_stack():
     code = "import sys, mnistlab.cli; print(any(m.split('.')[0] in ('fastapi', 'uvicorn', 'starlette') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
-
-
-# ------------------------------------------------------------------------------------ the model adapter
-
-
-@pytest.mark.parametrize(
-    "data",
-    [
-        DataConfig(),
-        DataConfig(scale=False),
-        DataConfig(invert="only"),
-        DataConfig(subsample="half"),
-        DataConfig(subsample="down4", upsample=True),
-        DataConfig(subsample="random"),
-        DataConfig(channels=3),
-    ],
-    ids=["plain", "unscaled", "inverted", "half", "down4-up", "random", "rgb"],
-)
-def test_canonical_input_matches_the_training_data(mnist, data):
-    """What a run was trained on == CanonicalInput.prepare(the plain [0, 1] digit), for every data variant."""
-    import dataclasses
-
-    data = dataclasses.replace(data, test_limit=16, train_limit=16)
-    split = prepare_splits(mnist, data, seed=3).test
-    size, channels = split.x.shape[-1], split.x.shape[1]
-    model = create_model("dnn", input_size=size, in_channels=channels)
-    net = service.CanonicalInput(model, data, seed=3)
-    plain = mnist.test_images[:16].unsqueeze(1).float() / 255
-    assert torch.allclose(net.prepare(plain), split.x, atol=1e-4)
-
-
-@pytest.mark.parametrize("name", list_models())
-def test_canonical_input_serves_every_model(name):
-    model = create_model(name).eval()
-    net = service.CanonicalInput(model, DataConfig(channels=model.input_shape[0])).eval()
-    x = torch.rand(2, 1, 28, 28, requires_grad=True)
-    out = net(x)
-    assert out.shape == (2, 10)
-    out[:, 3].sum().backward()  # attacks need the gradient w.r.t. the canonical picture
-    assert x.grad is not None and x.grad.abs().sum() > 0

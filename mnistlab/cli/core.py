@@ -18,7 +18,7 @@ from mnistlab.dataset import prepare_splits
 from mnistlab.errors import ConfigError, RunError
 from mnistlab.experiment import run_experiment
 from mnistlab.models import create_model, get_spec, keras_param_count, list_models, summarize
-from mnistlab.recipes import DEFAULT_RECIPE, list_recipes, resolve_run_config
+from mnistlab.recipes import DEFAULT_RECIPE, get_recipe, list_recipes, resolve_run_config
 from mnistlab.train import evaluate, pick_device
 
 
@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("models")
     def models_cmd(json_out: bool = typer.Option(False, "--json", help="Print a JSON list.")) -> None:
-        """List the registered models with Keras-style parameter counts."""
+        """List the registered models and the recipes, with Keras-style parameter counts."""
         rows = []
         for name in list_models():
             spec = get_spec(name)
@@ -88,20 +88,31 @@ def register(app: typer.Typer) -> None:
                     "name": name,
                     "params": total,
                     "trainable": trainable,
-                    "seed": spec.seed,
+                    "seed_doc": spec.seed_doc,
+                    "seed": spec.seed_doc,  # the old name of seed_doc, kept for JSON readers
                     "description": spec.description,
                 }
             )
+        recipes = []
+        for name in list_recipes():
+            cfg = resolve_run_config(name)  # the model as `mnistlab train NAME` builds it
+            total, trainable = keras_param_count(create_model(cfg.model, cfg.model_config))
+            r = get_recipe(name)
+            recipes.append(
+                {"name": name, "model": r.model, "params": total, "trainable": trainable, "seed_doc": r.seed_doc,
+                 "description": r.description}
+            )  # fmt: skip
         if json_out:
             print_json(rows)
             return
-        table = Table("model", "params", "trainable", "seed", "layers")
+        table = Table("model", "params", "trainable", "seed", "layers", title="models")
         for r in rows:
-            table.add_row(r["name"], f"{r['params']:,}", f"{r['trainable']:,}", r["seed"] or "-", r["description"])
+            table.add_row(r["name"], f"{r['params']:,}", f"{r['trainable']:,}", r["seed_doc"] or "-", r["description"])
         out.print(table)
-        others = sorted(set(list_recipes()) - set(list_models()))
-        if others:
-            out.print(f"recipes: {', '.join(others)}")
+        table = Table("recipe", "model", "params", "seed", "what `mnistlab train NAME` does", title="recipes")
+        for r in recipes:
+            table.add_row(r["name"], r["model"], f"{r['params']:,}", r["seed_doc"] or "-", r["description"])
+        out.print(table)
 
     @app.command("summary")
     def summary_cmd(

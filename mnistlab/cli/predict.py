@@ -7,42 +7,44 @@ from pathlib import Path
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from torch import nn
 
 from mnistlab.cli._common import DataDirOption, err, out, print_json
+from mnistlab.predictor import Predictor
 
-RunOption = dict(help="A run folder or name to read with (default: the cached `robust` model, trained on first use).")
+RunOption = dict(
+    help="A run folder or name to read with (default: your newest `robust` run, else the cached one, trained on first use)."
+)
 
 
-def load_reader_model(run: str | None, data_dir: str | None = None) -> nn.Module:
+def load_reader(run: str | None, data_dir: str | None = None) -> Predictor:
+    """The Predictor to read with: `--run`, else the default reader (trained once, with a bar)."""
     from mnistlab import runs
-    from mnistlab.handwriting import default_model
-    from mnistlab.handwriting.model import default_model_dir
+    from mnistlab.handwriting.model import default_predictor, default_reader_dir
     from mnistlab.train import pick_device
 
     if run:
-        return runs.load_run(run, pick_device()).model.eval()
-    if not runs.is_complete(default_model_dir()):
-        err.print(f"no default model yet: training the `robust` recipe once, cached in {default_model_dir()}")
-        progress = Progress(
-            TextColumn("training"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=err,
-            transient=True,
-        )
-        task = progress.add_task("train", total=None)
-        progress.start()
+        return Predictor.load(run, pick_device())
+    if runs.is_complete(default_reader_dir()):
+        return default_predictor()
+    err.print(f"no default model yet: training the `robust` recipe once, cached in {default_reader_dir()}")
+    progress = Progress(
+        TextColumn("training"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
+    task = progress.add_task("train", total=None)
+    progress.start()
 
-        def cb(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
+    def cb(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total)
 
-        try:
-            return default_model(progress=cb, data_dir=data_dir)
-        finally:
-            progress.stop()
-    return default_model()
+    try:
+        return default_predictor(progress=cb, data_dir=data_dir)
+    finally:
+        progress.stop()
 
 
 def register(app: typer.Typer) -> None:
@@ -61,10 +63,10 @@ def register(app: typer.Typer) -> None:
         from mnistlab.handwriting.images import expand_paths
         from mnistlab.handwriting.reader import NO_DIGIT, read_images
 
-        model = load_reader_model(run, data_dir)
+        predictor = load_reader(run, data_dir)
         files = expand_paths(list(paths))
         failed = 0
-        for i, r in enumerate(read_images(files, model)):
+        for i, r in enumerate(read_images(files, predictor)):
             if isinstance(r, Exception):
                 failed += 1
                 if json_out:
@@ -99,8 +101,8 @@ def register(app: typer.Typer) -> None:
         """Accuracy on your own labelled digit images: per class, confusion matrix, gallery of misses."""
         from mnistlab.handwriting.evaluate import evaluate_images
 
-        model = load_reader_model(run)
-        summary, misses = evaluate_images(folder, model)
+        predictor = load_reader(run)
+        summary, misses = evaluate_images(folder, predictor)
         _report(summary, misses, gallery, json_out, str(folder))
 
     @app.command("evaluate-uci")
@@ -113,8 +115,8 @@ def register(app: typer.Typer) -> None:
         """Accuracy on scikit-learn's UCI digits (1,797 digits by 43 people), through the reading pipeline."""
         from mnistlab.handwriting.evaluate import evaluate_uci
 
-        model = load_reader_model(run)
-        summary, misses = evaluate_uci(model, upscale)
+        predictor = load_reader(run)
+        summary, misses = evaluate_uci(predictor, upscale)
         _report(summary, misses, gallery, json_out, f"UCI digits x{upscale}")
 
     @app.command("make-pages")
@@ -142,13 +144,13 @@ def register(app: typer.Typer) -> None:
         """Read make-pages pages and score them: digit accuracy and lines read exactly."""
         from mnistlab.handwriting.evaluate import score_pages
 
-        model = load_reader_model(run)
+        predictor = load_reader(run)
 
         def show(p: dict) -> None:
             if verbose and p["digit_errors"]:
                 err.print(f"{p['file']}: {p['digit_errors']} error(s)\n  truth {p['truth']!r}\n  read  {p['read']!r}")
 
-        s = score_pages(folder, model, show)
+        s = score_pages(folder, predictor, show)
         if json_out:
             print_json(s)
             return

@@ -51,14 +51,15 @@ def _splits(loaded: runs.LoadedRun, data_dir: str | None) -> Splits:
 
 def _run_image(loaded: runs.LoadedRun, ref: str, data_dir: str | None) -> tuple[torch.Tensor, str]:
     """(1, C, H, W) model input for INDEX|FILE, and a caption."""
-    from mnistlab.viz.inputs import is_index, load_digit_image, model_input, pick_index
+    from mnistlab.predictor import Predictor
+    from mnistlab.viz.inputs import is_index, load_digit_image, pick_index
 
     if is_index(ref):
         test = _splits(loaded, data_dir).test
         i = pick_index(test.y, ref, "the run's test set")
         return test.x[i : i + 1], f"test digit #{i} (label {int(test.y[i])})"
-    cfg = loaded.config
-    return model_input(load_digit_image(ref), cfg.data, cfg.seed), Path(ref).name
+    predictor = Predictor(loaded.model, loaded.config, loaded.path, loaded.result)
+    return predictor.prepare(load_digit_image(ref).unsqueeze(0)).to(predictor.device), Path(ref).name
 
 
 def register(app: typer.Typer) -> None:

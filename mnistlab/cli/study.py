@@ -27,13 +27,21 @@ def register(app: typer.Typer) -> None:
         for name in list_studies():
             s = load_study(name)
             validate(s)  # a broken study file shows up here, not after an hour of training
-            rows.append({"name": name, "seed": s.seed_ref, "title": s.title, "variants": s.variant_names()})
+            rows.append(
+                {
+                    "name": name,
+                    "seed_doc": s.seed_doc,
+                    "seed": s.seed_doc,
+                    "title": s.title,
+                    "variants": s.variant_names(),
+                }
+            )
         if json_out:
             print_json(rows)
             return
         table = Table("study", "seed", "title", "variants")
         for r in rows:
-            table.add_row(r["name"], r["seed"], r["title"], f"{len(r['variants'])}: {', '.join(r['variants'])}")
+            table.add_row(r["name"], r["seed_doc"], r["title"], f"{len(r['variants'])}: {', '.join(r['variants'])}")
         out.print(table)
 
     @study_app.command("run")

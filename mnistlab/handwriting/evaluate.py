@@ -10,13 +10,14 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 
 from mnistlab.errors import DataError, MnistlabError
 from mnistlab.handwriting.images import ImageSource, expand_paths, load_grey
 from mnistlab.handwriting.normalize import _digit_mask, normalize_digit
-from mnistlab.handwriting.reader import classify, read_images
+from mnistlab.handwriting.pages import load_truth, score_page
+from mnistlab.handwriting.reader import read_images
 from mnistlab.handwriting.segment import ink_map
+from mnistlab.predictor import Predictor
 
 _PREFIX = re.compile(r"^([0-9])(?:[^0-9]|$)")
 
@@ -50,7 +51,7 @@ def summarize(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
     }
 
 
-def evaluate_images(folder: Path, model: nn.Module) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def evaluate_images(folder: Path, predictor: Predictor) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Labelled single-digit images -> (summary, misses with their crops). Files without a label
     or that fail to load are reported in summary["skipped"] / summary["errors"]."""
     if not folder.is_dir():
@@ -72,7 +73,7 @@ def evaluate_images(folder: Path, model: nn.Module) -> tuple[dict[str, Any], lis
     if not crops:
         raise DataError(f"{folder}: no labelled images (use sub-folders 0..9 or names like 3_foo.png)")
     x = torch.from_numpy(np.stack(crops))
-    probs = classify(model, x)
+    probs = predictor.probs(x)
     pred = probs.argmax(1).numpy()
     y = np.array(labels)
     summary = summarize(y, pred) | {"errors": errors, "skipped": skipped, "folder": str(folder)}
@@ -110,25 +111,23 @@ def uci_images(upscale: int = 4) -> tuple[list[Image.Image], np.ndarray]:
     return imgs, d.target.astype(int)
 
 
-def evaluate_uci(model: nn.Module, upscale: int = 4) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def evaluate_uci(predictor: Predictor, upscale: int = 4) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     imgs, y = uci_images(upscale)
     crops = [single_digit_crop(img, f"uci-{i}") for i, img in enumerate(imgs)]
-    probs = classify(model, torch.from_numpy(np.stack(crops)))
+    probs = predictor.probs(torch.from_numpy(np.stack(crops)))
     pred = probs.argmax(1).numpy()
     summary = summarize(y, pred) | {"upscale": upscale}
     return summary, _misses([f"uci-{i}" for i in range(len(y))], y, pred, probs, crops)
 
 
 def score_pages(
-    folder: Path, model: nn.Module, on_page: Callable[[dict[str, Any]], None] | None = None
+    folder: Path, predictor: Predictor, on_page: Callable[[dict[str, Any]], None] | None = None
 ) -> dict[str, Any]:
     """Read every page in a make-pages folder and compare with truth.json."""
-    from mnistlab.handwriting.pages import load_truth, score_page
-
     truth = load_truth(folder)
     totals = {"pages": 0, "digits": 0, "digit_errors": 0, "lines": 0, "lines_exact": 0, "failed": 0}
     files = [folder / t["file"] for t in truth]
-    for t, r in zip(truth, read_images(files, model), strict=True):
+    for t, r in zip(truth, read_images(files, predictor), strict=True):
         if isinstance(r, Exception):
             s = {"digits": sum(len(x) for x in t["lines"]), "lines": len(t["lines"]), "lines_exact": 0}
             s["digit_errors"] = s["digits"]

@@ -15,6 +15,7 @@ from PIL import Image
 from scipy import ndimage
 
 from mnistlab.handwriting.images import ImageSource, load_grey
+from mnistlab.handwriting.segment import grow_mask, ink_map
 
 FIT = 20  # the digit's longer side in the 28x28 frame
 SIZE = 28
@@ -101,8 +102,6 @@ def preprocess_digit(img: ImageSource | np.ndarray) -> torch.Tensor:
     [0, 1], white on black, what an MNIST model expects. All ink found is taken as one digit.
     An image without ink gives an all-zero tensor (test `.max() == 0` for "no digit found").
     """
-    from mnistlab.handwriting.segment import ink_map
-
     grey = np.clip(np.asarray(img, dtype=np.float32), 0, 1) if isinstance(img, np.ndarray) else load_grey(img)
     im = ink_map(grey)
     return torch.from_numpy(normalize_digit(im.ink, _digit_mask(im))).unsqueeze(0)
@@ -116,6 +115,4 @@ def _digit_mask(im) -> np.ndarray:  # noqa: ANN001 - an InkMap
         return np.zeros_like(im.mask)
     areas = ndimage.sum_labels(np.ones(labels.shape, np.int32), labels, np.arange(1, n + 1))
     keep = np.flatnonzero(areas >= max(8, 0.02 * areas.max())) + 1
-    from mnistlab.handwriting.segment import grow_mask  # late, as ink_map above
-
     return grow_mask(im, np.isin(labels, keep))

@@ -1,6 +1,6 @@
-"""Read digits from an image with a model: the public API the CLI and the web page call.
+"""Read digits from an image with a Predictor: the public API the CLI and the web page call.
 
-reading = read_image("page.jpg", model)
+reading = read_image("page.jpg", Predictor.load(run))
 reading.text          # "0412\n7781"
 reading.digits[0]     # Digit(digit=0, confidence=0.998, box=[x, y, w, h], line=0, probs, crop)
 reading.to_json()     # {"file", "text", "digits": [...], "width", "height", ...}
@@ -8,18 +8,19 @@ reading.to_json()     # {"file", "text", "digits": [...], "width", "height", ...
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
+from mnistlab.errors import MnistlabError
 from mnistlab.handwriting.images import ImageSource, load_grey
 from mnistlab.handwriting.normalize import normalize_digit
 from mnistlab.handwriting.segment import Blob, InkMap, find_digits, ink_map
+from mnistlab.predictor import Predictor
 
 LOW_CONFIDENCE = 0.7  # below this a digit is flagged (shown with "?")
 NO_DIGIT = "no digit found"
@@ -127,18 +128,6 @@ def _box(b: Blob, scale: float, w: int, h: int) -> list[int]:
     return [x0, y0, max(1, x1 - x0), max(1, y1 - y0)]
 
 
-@torch.no_grad()
-def classify(model: nn.Module, crops: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
-    """(n, 28, 28) crops -> (n, 10) probabilities, in batches of 512."""
-    model.eval()
-    dev = device or next(model.parameters()).device
-    out = []
-    for i in range(0, len(crops), 512):
-        x = crops[i : i + 512].unsqueeze(1).to(dev)
-        out.append(torch.softmax(model(x).float(), 1).cpu())
-    return torch.cat(out) if out else torch.zeros(0, 10)
-
-
 SPLIT_MARGIN = 0.2  # the pieces must beat the whole by this much mean log-probability ...
 NARROW_SPLIT_MARGIN = 0.5  # ... by more when the blob is no wider than one wide digit (< 1.2 x its height)
 SPLIT_MIN_CONFIDENCE = 0.5  # and each piece must look like a digit on its own
@@ -187,12 +176,7 @@ def _finish(p: _Pending, probs: torch.Tensor) -> Reading:
     return r
 
 
-def read_image(
-    source: ImageSource | np.ndarray,
-    model: nn.Module,
-    device: torch.device | str | None = None,
-    name: str | None = None,
-) -> Reading:
+def read_image(source: ImageSource | np.ndarray, predictor: Predictor, name: str | None = None) -> Reading:
     """Read the digits in one image (bytes, a path, a PIL image, or a grey array in [0, 1]).
 
     Raises ImageError for a file that is not a readable image. A blank image gives a Reading
@@ -200,27 +184,23 @@ def read_image(
     """
     name = name or (str(source) if isinstance(source, str | Path) else "image")
     pending = segment_image(source, name)
-    if device is not None:
-        model = model.to(device)
-    return _finish(pending, classify(model, torch.from_numpy(pending.crops)))
+    return _finish(pending, predictor.probs(torch.from_numpy(pending.crops)))
 
 
 def read_images(
     sources: Iterable[str | Path],
-    model: nn.Module,
+    predictor: Predictor,
     batch_digits: int = 2048,
 ) -> Iterator[Reading | Exception]:
     """Read many files, batching the digits of several files through the model. Yields, in
     order, a Reading or the MnistlabError that file raised (the others are still read)."""
-    from mnistlab.errors import MnistlabError
-
     queue: list[_Pending | Exception] = []
     pending_digits = 0
 
     def flush() -> Iterator[Reading | Exception]:
         ready = [q for q in queue if isinstance(q, _Pending)]
         crops = [q.crops for q in ready]
-        probs = classify(model, torch.from_numpy(np.concatenate(crops))) if crops else torch.zeros(0, 10)
+        probs = predictor.probs(torch.from_numpy(np.concatenate(crops))) if crops else torch.zeros(0, 10)
         i = 0
         for q in queue:
             if isinstance(q, Exception):
@@ -241,9 +221,3 @@ def read_images(
             yield from flush()
             pending_digits = 0
     yield from flush()
-
-
-def read_crops(crops: Sequence[np.ndarray] | torch.Tensor, model: nn.Module) -> torch.Tensor:
-    """Probabilities for already-normalised 28x28 crops."""
-    t = crops if isinstance(crops, torch.Tensor) else torch.from_numpy(np.stack(list(crops)))
-    return classify(model, t.float())

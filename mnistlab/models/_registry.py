@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-from mnistlab.errors import ConfigError
+from mnistlab.errors import ConfigError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -18,9 +18,8 @@ class ModelSpec:
     name: str
     config: Any  # the default (frozen dataclass) config
     build: Callable[[Any], nn.Module]
-    seed: str = ""  # the seed experiment it reproduces ("0.1"), or "" for our own
+    seed_doc: str = ""  # the seed experiment whose architecture it is ("0.1"), or "" for our own
     description: str = ""
-    recipe: Mapping[str, Any] = field(default_factory=dict)  # the seed's training recipe, as overrides
 
 
 _MODELS: dict[str, ModelSpec] = {}
@@ -30,18 +29,18 @@ def register_model(
     name: str,
     config: Any,
     *,
-    seed: str = "",
+    seed_doc: str = "",
     description: str = "",
-    recipe: Mapping[str, Any] | None = None,
 ) -> Callable[[Callable[[Any], nn.Module]], Callable[[Any], nn.Module]]:
-    """Register `build(config) -> nn.Module` under `name` with its default config."""
+    """Register `build(config) -> nn.Module` under `name` with its default config. How it is
+    trained is a recipe (recipes.py), not part of the model."""
     if not dataclasses.is_dataclass(config) or not type(config).__dataclass_params__.frozen:
         raise TypeError(f"model {name!r}: config must be a frozen dataclass instance")
 
     def deco(build: Callable[[Any], nn.Module]) -> Callable[[Any], nn.Module]:
         if name in _MODELS:
             raise ValueError(f"model {name!r} registered twice")
-        _MODELS[name] = ModelSpec(name, config, build, seed, description, dict(recipe or {}))
+        _MODELS[name] = ModelSpec(name, config, build, seed_doc, description)
         return build
 
     return deco
@@ -55,7 +54,8 @@ def get_spec(name: str) -> ModelSpec:
     try:
         return _MODELS[name]
     except KeyError:
-        raise ConfigError(f"unknown model {name!r}; available: {', '.join(list_models())}") from None
+        hint = did_you_mean(name, list_models())
+        raise ConfigError(f"unknown model {name!r}{hint}; available: {', '.join(list_models())}") from None
 
 
 def default_config(name: str) -> Any:

@@ -1,4 +1,5 @@
-"""The architectures of the seed documents (../shared/SEEDS.md), rebuilt layer for layer.
+"""The architectures of the seed documents (docs/seeds.md), rebuilt layer for layer; how each seed
+trained them is its recipe in recipes.py.
 
 Keras conventions kept for faithful reproduction: glorot_uniform weights and zero biases,
 'valid' convolutions unless stated, BatchNormalization with momentum 0.99 / epsilon 1e-3, and
@@ -75,36 +76,22 @@ def build_mlp(cfg: MLPConfig) -> nn.Module:
 register_model(
     "dnn",
     MLPConfig(),
-    seed="0.1",
+    seed_doc="0.1",
     description="Dense32 relu -> Dense10",
-    recipe={"train.optimizer": "rmsprop", "train.batch_size": 32, "train.epochs": 1},
 )(build_mlp)
 
 register_model(
     "mlp",
     MLPConfig(hidden=512, depth=2, dropout=0.2),
-    seed="1.2",
+    seed_doc="1.2",
     description="Dense512 relu, Dropout .2, x2 -> Dense10",
-    recipe={
-        "train.optimizer": "rmsprop",
-        "train.batch_size": 128,
-        "train.epochs": 10,
-        "data.val_split": 0.2,
-        "train.monitor": "val_loss",  # ModelCheckpoint(save_best_only) + load_weights
-    },
 )(build_mlp)
 
 register_model(
     "deep-dnn",
     MLPConfig(hidden=100, depth=50, activation="selu", batch_norm=True, init="lecun_normal"),
-    seed="3.1",
+    seed_doc="3.1",
     description="50 x [Dense100 lecun_normal -> BN -> selu] -> Dense10",
-    recipe={
-        "train.optimizer": "sgd",
-        "train.batch_size": 128,
-        "train.epochs": 10,
-        "data.val_split": 0.3,
-    },
 )(build_mlp)
 
 
@@ -173,9 +160,8 @@ def build_cnn(cfg: CNNConfig) -> nn.Module:
 register_model(
     "cnn",
     CNNConfig(),
-    seed="0.2",
+    seed_doc="0.2",
     description="Conv32 -> Conv64 -> MaxPool -> Dropout .25 -> Dense128 -> Dropout .5 -> Dense10",
-    recipe={"train.optimizer": "adadelta", "train.lr": 1.0, "train.batch_size": 128, "train.epochs": 1},
 )(build_cnn)
 
 
@@ -247,20 +233,8 @@ def build_cnn_bn(cfg: CNNBNConfig) -> nn.Module:
 register_model(
     "cnn-bn",
     CNNBNConfig(),
-    seed="2.2",
+    seed_doc="2.2",
     description="[Conv64 BN Conv64 BN Pool Drop] x2 -> Conv BN Drop -> Dense256 -> Dense10",
-    recipe={
-        "train.optimizer": "rmsprop",
-        "train.eps": 1e-8,
-        "train.batch_size": 86,
-        "train.epochs": 40,
-        "data.val_split": 0.1,
-        "train.schedule": "plateau",
-        "train.plateau_monitor": "val_acc",
-        "augment.rotate": 10.0,
-        "augment.zoom": 0.1,
-        "augment.shift": 0.1,
-    },
 )(build_cnn_bn)
 
 
@@ -322,29 +296,16 @@ def build_conv_stack(cfg: ConvStackConfig) -> nn.Module:
     return net
 
 
-_SEED4_RECIPE = {
-    "train.optimizer": "adam",
-    "train.batch_size": 32,
-    "data.invert": "add",
-    "data.channels": 3,
-    "data.val_split": 0.2,
-    "data.val_mode": "random",
-    "data.eval_inverted": True,
-    "train.monitor": "val_acc",
-}
-
 register_model(
     "cnn-small",
     ConvStackConfig(),
-    seed="4.2",
+    seed_doc="4.2",
     description="Conv8 Pool Conv16 Pool Conv32 -> Dense10, 28x28x3 input",
-    recipe={**_SEED4_RECIPE, "train.epochs": 5},
 )(build_conv_stack)
 
 register_model(
     "cnn-robust",
     ConvStackConfig(filters=(32, 64, 64), conv_dropout=(0.15, 0.18, 0.20), dense=128, dense_dropout=0.15),
-    seed="4.4",
+    seed_doc="4.4",
     description="Conv32 Drop Pool Conv64 Drop Pool Conv64 Drop -> Dense128 Drop -> Dense10",
-    recipe={**_SEED4_RECIPE, "train.epochs": 4},
 )(build_conv_stack)

@@ -7,7 +7,7 @@ name when unambiguous), the numbers the seed document reports for each variant, 
 section (tiny slices, one epoch) for tests and CI:
 
     title = "DNN + dropout"
-    seed = "0.6"                      # the experiment's number in SEEDS.md
+    seed_doc = "0.6"                  # the seed experiment it reruns (docs/seeds.md)
     about = "..."                     # one paragraph for the report
     recipe = "dnn"                    # base recipe (a model name or a registered recipe)
     metric = "test_acc"               # what the seed's numbers measure (test_acc or val_acc)
@@ -38,7 +38,7 @@ from mnistlab.runs import check_name
 METRICS = ("test_acc", "val_acc")
 FIGURES = ("curves", "accuracy", "extra_tests", "activations", "grid")
 _STUDY_KEYS = {
-    "title", "seed", "about", "recipe", "metric", "figures", "overrides", "quick", "variant",
+    "title", "seed_doc", "about", "recipe", "metric", "figures", "overrides", "quick", "variant",
     "activations", "grid",
 }  # fmt: skip
 _VARIANT_KEYS = {"name", "label", "recipe", "overrides", "seed_reported", "note", "metric", "quick"}
@@ -64,7 +64,7 @@ class Variant:
 class Study:
     name: str
     title: str
-    seed_ref: str
+    seed_doc: str  # the seed experiment(s) it reruns, e.g. "0.4" (docs/seeds.md)
     about: str
     variants: tuple[Variant, ...]
     quick: dict[str, Any]
@@ -177,7 +177,7 @@ def parse_study(name: str, doc: Mapping[str, Any], path: Path | None = None) -> 
     return Study(
         name=name,
         title=str(doc.get("title", name)),
-        seed_ref=str(doc.get("seed", "")),
+        seed_doc=str(doc.get("seed_doc", "")),
         about=str(doc.get("about", "")).strip(),
         variants=tuple(variants),
         quick=_table(doc.get("quick"), f"{where}: [quick]"),

@@ -122,7 +122,7 @@ def table_rows(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
 
 
 def results_json(study: Study, rows: list[Row]) -> dict[str, Any]:
-    out = {"study": study.name, "title": study.title, "seed": study.seed_ref, "variants": []}
+    out = {"study": study.name, "title": study.title, "seed_doc": study.seed_doc, "variants": []}
     for r in rows:
         acc_m, acc_s = mean_std(r.values("test_acc"))
         out["variants"].append(
@@ -274,7 +274,7 @@ def plot_accuracy(study: Study, rows: list[Row], path: Path) -> str:
     ax.set_xticks(list(xs), [r.variant.name for r in rows], rotation=35, ha="right", fontsize=8)
     metric = {r.variant.metric for r in rows}
     ax.set_ylabel("accuracy (" + ", ".join(sorted(metric)) + ")")
-    ax.set_title(f"{study.title}: ours vs the seed ({study.seed_ref})")
+    ax.set_title(f"{study.title}: ours vs the seed ({study.seed_doc})")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -454,8 +454,8 @@ def write_report(study: Study, root: Path, dest: Path, quick: bool = False, html
     seeds = sorted({r.n for r in rows})
     cmd = f"mnistlab study run {study.name} --seeds {max(seeds)}" + (" --quick" if quick else "")
     md = [f"# Study `{study.name}`: {study.title}", ""]
-    if study.seed_ref:
-        md.append(f"Seed experiment(s): **{study.seed_ref}** (see `SEEDS.md`).")
+    if study.seed_doc:
+        md.append(f"Seed experiment(s): **{study.seed_doc}** (see [docs/seeds.md](../seeds.md)).")
         md.append("")
     if study.about:
         md += [study.about, ""]

@@ -1,16 +1,14 @@
-"""Which digit a figure shows: an index into MNIST, or an image file (`INDEX|FILE`), turned into
-what a run's model takes (its channels, scale, sub-sampling, inversion)."""
+"""Which digit a figure shows: an index into MNIST, or an image file (`INDEX|FILE`) read as a
+canonical digit (a Predictor turns it into what the run's model takes)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from mnistlab import transforms
-from mnistlab.config import DataConfig
 from mnistlab.errors import DataError, ImageError
+from mnistlab.handwriting import preprocess_digit
 
 
 def is_index(ref: str) -> bool:
@@ -25,51 +23,19 @@ def pick_index(images: torch.Tensor, ref: str, what: str) -> int:
     return i
 
 
-def _simple_preprocess(path: Path) -> torch.Tensor:
-    """Grey, resized to 28x28, white ink on black (inverted when the background is light)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            grey = np.asarray(img.convert("L").resize((28, 28), Image.Resampling.LANCZOS), dtype=np.float32) / 255
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise ImageError(f"{path}: not a readable image ({type(e).__name__})") from None
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    if np.median(border) > 0.5:  # light paper, dark ink: MNIST is the other way round
-        grey = 1.0 - grey
-    return torch.from_numpy(grey).unsqueeze(0)
-
-
 def load_digit_image(path: str | Path) -> torch.Tensor:
     """An image file of one digit -> (1, 28, 28) float in [0, 1], white on black, MNIST-like.
 
-    Uses the handwriting pipeline (`mnistlab.handwriting`: crop, 20x20 fit, centre of mass,
-    stroke width) when it is available, else a plain grey/resize/invert. Raises ImageError.
+    The handwriting reader's single-digit path (`handwriting.preprocess_digit`: crop, 20x20 fit,
+    centre of mass, stroke width). Raises ImageError.
     """
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"{path}: no such image file")
-    try:
-        from mnistlab.handwriting.normalize import preprocess_digit
-    except ImportError:
-        return _simple_preprocess(path)
     x = preprocess_digit(path)
     if float(x.max()) == 0.0:
         raise ImageError(f"{path}: no digit found (no ink on the page)")
     return x.float()
-
-
-def model_input(image: torch.Tensor, cfg: DataConfig, seed: int = 0) -> torch.Tensor:
-    """A (1, 28, 28) image in [0, 1] -> (1, C, H, W) as a run with data config `cfg` sees it."""
-    x = image.unsqueeze(0).float()  # (1, 1, 28, 28)
-    if not cfg.scale:
-        x = x * 255.0
-    x = transforms.subsample(x, cfg.subsample, cfg.subsample_keep, seed, cfg.upsample)
-    if cfg.invert == "only":
-        x = transforms.invert(x, cfg.scale)
-    return transforms.with_channels(x, cfg.channels).contiguous()
 
 
 def display_image(x: torch.Tensor) -> torch.Tensor:

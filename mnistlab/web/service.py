@@ -2,9 +2,9 @@
 
 Everything here works on one canonical picture of a digit: a (1, 1, 28, 28) float tensor in
 [0, 1], white ink on black, MNIST-normalised (what the handwriting pipeline calls a crop). Each
-run's model is wrapped in `CanonicalInput`, which applies that run's own data variant (no
-scaling, sub-sampling, inversion, 3 channels) so that one page, one API and one attack serve
-every model on disk.
+run is loaded as the core's Predictor, which builds that run's own input (no scaling,
+sub-sampling, inversion, 3 channels), so that one page, one API and one attack serve every model
+on disk.
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from mnistlab import runs, transforms
-from mnistlab.config import DataConfig
+from mnistlab import runs
 from mnistlab.errors import MnistlabError
+from mnistlab.handwriting import default_predictor, default_reader_dir, preprocess_digit, read_image
+from mnistlab.predictor import Predictor
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # one image, after base64 decoding
 MAX_BODY_BYTES = MAX_UPLOAD_BYTES * 4 // 3 + 64 * 1024  # a data URL of that image, plus JSON/multipart framing
@@ -56,42 +57,12 @@ class UnknownModel(WebInputError):
     status = 404
 
 
-class CanonicalInput(nn.Module):
-    """A run's model that takes (N, 1, 28, 28) grey in [0, 1], white on black, like every crop.
-
-    `prepare` turns the canonical picture into what the run was trained on, in the order
-    `dataset.prepare_splits` builds it: scale, sub-sample, invert, repeat channels. It is made of
-    differentiable tensor ops, so attacks in [0, 1] pixel space see through it.
-    """
-
-    def __init__(self, model: nn.Module, data: DataConfig | None = None, seed: int = 0):
-        super().__init__()
-        self.model = model
-        self.data = data or DataConfig()
-        self.seed = seed
-        self.input_shape = (1, 28, 28)
-
-    def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        d = self.data
-        if not d.scale:
-            x = x * 255.0
-        x = transforms.subsample(x, d.subsample, d.subsample_keep, self.seed, d.upsample)
-        if d.invert == "only":
-            x = transforms.invert(x, d.scale)
-        channels, height, width = getattr(self.model, "input_shape", (1, 28, 28))
-        if x.shape[-2:] != (height, width):  # a model built for another size than its data variant gives
-            x = nn.functional.interpolate(x, size=(height, width), mode="area")
-        return transforms.with_channels(x, channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(self.prepare(x))
-
-
 @dataclass
 class LoadedModel:
     name: str
     model: nn.Module  # the run's own network (layer names for feature maps)
-    net: CanonicalInput  # the same network, taking canonical crops
+    net: nn.Module  # the same network, taking canonical crops (Predictor.net)
+    predictor: Predictor
     info: dict[str, Any]
     # Feature maps hook a layer while they run; a request reading a digit through the same
     # module at that moment would fire the hook too. They get their own copy, one at a time.
@@ -108,9 +79,7 @@ def _summary(name: str, path: Path | None) -> dict[str, Any]:
     """What the model picker shows, read from the run's JSON files only (no weights loaded)."""
     builtin = path is None
     if builtin:
-        from mnistlab.handwriting.model import default_model_dir
-
-        path = default_model_dir()
+        path = default_reader_dir()
         if not runs.is_complete(path):
             return {"name": name, "model": "robust", "builtin": True, "complete": False, "trained": False}
     info: dict[str, Any] = {"name": name, "builtin": builtin, "complete": runs.is_complete(path)}
@@ -150,13 +119,8 @@ class ModelStore:
         self._extra: dict[str, Path] = {}  # --run given as a folder outside the runs root
         if default_run is not None:
             self.default = self._register_default(default_run)
-        elif _has_default_model():
-            self.default = DEFAULT_MODEL
         else:
-            complete = [p for p in self._run_paths().values() if runs.is_complete(p)]
-            if not complete:
-                raise runs.RunError(f"no model to serve: no complete run under {self.root}/ (train one, or pass --run)")
-            self.default = max(complete, key=lambda p: p.stat().st_mtime).name
+            self.default = DEFAULT_MODEL
 
     def _register_default(self, ref: str | Path) -> str:
         path = Path(ref)
@@ -177,16 +141,14 @@ class ModelStore:
         return {**found, **self._extra}
 
     def list(self) -> list[dict[str, Any]]:
-        entries = []
-        if _has_default_model():
-            entries.append(_summary(DEFAULT_MODEL, None))
+        entries = [_summary(DEFAULT_MODEL, None)]
         entries += [_summary(name, path) for name, path in sorted(self._run_paths().items())]
         for e in entries:
             e["default"] = e["name"] == self.default
         return entries
 
     def _path_of(self, name: str) -> Path | None:
-        if name == DEFAULT_MODEL and _has_default_model():
+        if name == DEFAULT_MODEL:
             return None
         try:
             runs.check_name(name, "model name")
@@ -214,37 +176,21 @@ class ModelStore:
             return loaded
 
     def _load(self, name: str, path: Path | None) -> LoadedModel:
-        run_path = path
-        if run_path is None:  # the handwriting default model: a run record in the cache
-            from mnistlab.handwriting import default_model
-            from mnistlab.handwriting.model import default_model_dir
-
-            run_path = default_model_dir()
-            if not runs.is_complete(run_path):
-                default_model(self.device)  # trains it once (a minute or so) and caches it
-        run = runs.load_run(run_path, self.device)
-        model = run.model.eval()
-        net = CanonicalInput(model, run.config.data, run.config.seed)
-        for p in net.parameters():  # attacks take gradients w.r.t. the input only
+        if path is None:  # the handwriting default reader
+            predictor = default_predictor(self.device)  # trains it once (a minute or so) when missing
+        else:
+            predictor = Predictor.load(path, self.device)
+        for p in predictor.net.parameters():  # attacks take gradients w.r.t. the input only
             p.requires_grad_(False)
         info = _summary(name, path)
-        info["input_shape"] = list(getattr(model, "input_shape", (1, 28, 28)))
-        return LoadedModel(name, model, net.eval(), info)
+        info["input_shape"] = list(getattr(predictor.model, "input_shape", (1, 28, 28)))
+        return LoadedModel(name, predictor.model, predictor.net, predictor, info)
 
 
 def _is_safe_name(name: str) -> bool:
     try:
         runs.check_name(name)
     except MnistlabError:
-        return False
-    return True
-
-
-def _has_default_model() -> bool:
-    try:
-        from mnistlab.handwriting import default_model  # noqa: F401
-        from mnistlab.handwriting.model import default_model_dir  # noqa: F401
-    except ImportError:
         return False
     return True
 
@@ -306,8 +252,6 @@ def canonical_from_pixels(pixels: list[list[float]]) -> torch.Tensor:
 
 def canonical_from_image(data: bytes) -> torch.Tensor:
     """One digit's image (any polarity, any size) -> the canonical (1, 1, 28, 28) crop."""
-    from mnistlab.handwriting import preprocess_digit
-
     check_image(data)
     with Image.open(io.BytesIO(data)) as img:
         img.load()
@@ -333,12 +277,10 @@ def predict(store: ModelStore, data: bytes, model: str | None = None, filename: 
     Added per digit: `probs` (10 numbers) and `input` (the 28x28 crop the model saw, 3 decimals);
     added per reading: `model`, `width`/`height` (the frame of the boxes) and `elapsed_ms`.
     """
-    from mnistlab.handwriting import read_image
-
     start = time.perf_counter()
     width, height = check_image(data)
     loaded = store.get(model)
-    reading = read_image(data, loaded.net, device=store.device, name=filename)
+    reading = read_image(data, loaded.predictor, name=filename)
     out = dict(reading.to_json())
     out["file"] = filename
     digits = []
