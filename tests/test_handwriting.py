@@ -317,3 +317,64 @@ def test_evaluate_images_cli(mnist, reader_run, tmp_path):
     s = json.loads(res.stdout)
     assert s["n"] == 12 and s["acc"] >= 0.75
     assert np.array(s["confusion"]).sum() == 12
+
+
+# --------------------------------------------------------------------------------------------
+# the single-digit path
+
+
+def _tight(mnist, i: int, side: int, dark_ink: bool, stretch: bool) -> np.ndarray:
+    """MNIST test digit i cropped to its ink's bounding box, resized so its longer side (or both
+    sides, `stretch`) is `side` px: a scan, a crop or a form box the digit fills."""
+    a = mnist.test_images[i].numpy()
+    rows, cols = np.flatnonzero(a.max(1) > 0), np.flatnonzero(a.max(0) > 0)
+    a = a[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    h, w = a.shape
+    size = (side, side) if stretch else (max(1, round(w * side / max(h, w))), max(1, round(h * side / max(h, w))))
+    img = np.asarray(Image.fromarray(a).resize(size, Image.Resampling.BICUBIC))
+    return 255 - img if dark_ink else img
+
+
+@pytest.mark.parametrize("side", [16, 28, 64])
+@pytest.mark.parametrize("stretch", [False, True], ids=["aspect", "stretched"])
+def test_a_digit_that_fills_the_frame_is_always_found(mnist, reader_run, side, stretch):
+    """No page rule drops a tight crop: a thin 1 filling the height, a digit touching all four
+    sides, a stretched box. Both polarities; the shape alone picks the single-digit path."""
+    _, predictor = reader_run
+    right = total = 0
+    for i in range(40):
+        for dark in (True, False):
+            a = _tight(mnist, i, side, dark, stretch)
+            r = read_image(a.astype(np.float32) / 255, predictor)
+            assert len(r.digits) == 1, (i, dark, side, stretch, r.text)
+            right += r.digits[0].digit == int(mnist.test_labels[i])
+            total += 1
+    assert right / total >= (0.6 if stretch else 0.85), right / total
+
+
+def test_single_digit_polarity_from_the_border_and_the_histogram(mnist):
+    """A thick 0 that fills most of its box is still dark ink on paper, and the other way round."""
+    from mnistlab.handwriting.normalize import single_digit
+
+    yy, xx = np.mgrid[0:60, 0:60]
+    r = np.hypot(yy - 29.5, xx - 29.5)
+    ring = ((r < 30) & (r > 9)).astype(np.float32)  # a fat 0 touching all four sides
+    for ink, dark in ((1 - ring, True), (ring, False)):
+        one = single_digit(ink)
+        assert one.found and one.ink.dark_ink == dark and one.sure_of_polarity
+        assert one.crop[14, 14] < 0.2 < 0.5 < one.crop[14, 7]  # the hole stays a hole, the ring ink
+    for i in range(30):
+        for dark in (True, False):
+            one = single_digit(_tight(mnist, i, 40, dark, False).astype(np.float32) / 255)
+            if one.sure_of_polarity:
+                assert one.ink.dark_ink == dark, (i, dark, one.polarity)
+
+
+def test_single_path_is_forced_or_avoided(mnist, reader_run):
+    _, predictor = reader_run
+    line = np.concatenate([_canvas(mnist, i, 80, dark_ink=True) for i in range(4)], axis=1)  # 4 digits on white
+    grey = line.astype(np.float32) / 255
+    assert len(read_image(grey, predictor).digits) == 4  # a line is not one digit's shape
+    assert len(read_image(grey, predictor, single=True).digits) == 1  # forced: all the ink is one digit
+    digit = _canvas(mnist, 0, 80, dark_ink=True).astype(np.float32) / 255
+    assert len(read_image(digit, predictor, single=False).digits) == 1  # the page path reads it too

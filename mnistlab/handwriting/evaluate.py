@@ -12,21 +12,12 @@ import torch
 from PIL import Image
 
 from mnistlab.errors import DataError, MnistlabError
-from mnistlab.handwriting.images import ImageSource, expand_paths, load_grey
-from mnistlab.handwriting.normalize import _digit_mask, normalize_digit
+from mnistlab.handwriting.images import expand_paths
 from mnistlab.handwriting.pages import load_truth, score_page
 from mnistlab.handwriting.reader import read_images
-from mnistlab.handwriting.segment import ink_map
 from mnistlab.predictor import Predictor
 
 _PREFIX = re.compile(r"^([0-9])(?:[^0-9]|$)")
-
-
-def single_digit_crop(source: ImageSource | np.ndarray, name: str = "image") -> np.ndarray:
-    """An image holding ONE digit -> its 28x28 crop (all ink found is that digit)."""
-    grey = np.clip(np.asarray(source, np.float32), 0, 1) if isinstance(source, np.ndarray) else load_grey(source, name)
-    im = ink_map(grey)
-    return normalize_digit(im.ink, _digit_mask(im))
 
 
 def label_of(path: Path, root: Path) -> int | None:
@@ -40,9 +31,13 @@ def label_of(path: Path, root: Path) -> int | None:
 
 
 def summarize(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
+    """Accuracy, per-class accuracy and the confusion matrix; a prediction of -1 ("no digit
+    found") counts as a miss and stays out of the matrix."""
     conf = np.zeros((10, 10), int)
-    np.add.at(conf, (y_true, y_pred), 1)
-    per_class = [float(conf[c, c] / conf[c].sum()) if conf[c].sum() else None for c in range(10)]
+    read = y_pred >= 0
+    np.add.at(conf, (y_true[read], y_pred[read]), 1)
+    count = np.bincount(y_true, minlength=10)
+    per_class = [float(conf[c, c] / count[c]) if count[c] else None for c in range(10)]
     return {
         "n": int(len(y_true)),
         "acc": float((y_true == y_pred).mean()) if len(y_true) else 0.0,
@@ -52,31 +47,37 @@ def summarize(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
 
 
 def evaluate_images(folder: Path, predictor: Predictor) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Labelled single-digit images -> (summary, misses with their crops). Files without a label
-    or that fail to load are reported in summary["skipped"] / summary["errors"]."""
+    """Labelled single-digit images -> (summary, misses with their crops), read through the
+    single-digit path as `predict --single` reads them. Files without a label or that fail to
+    load are reported in summary["skipped"] / summary["errors"]."""
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder")
-    files = expand_paths([folder])
-    crops, labels, names, errors, skipped = [], [], [], [], []
-    for f in files:
+    files, labels, skipped = [], [], []
+    for f in expand_paths([folder]):
         y = label_of(f, folder)
         if y is None:
             skipped.append(str(f))
+        else:
+            files.append(f)
+            labels.append(y)
+    names, y_true, crops, rows, errors = [], [], [], [], []
+    for f, y, r in zip(files, labels, read_images(files, predictor, single=True), strict=True):
+        if isinstance(r, MnistlabError):
+            errors.append(str(r))
             continue
-        try:
-            crops.append(single_digit_crop(f, str(f)))
-        except MnistlabError as e:
-            errors.append(str(e))
-            continue
-        labels.append(y)
         names.append(str(f))
-    if not crops:
+        y_true.append(y)
+        crops.append(r.digits[0].crop.numpy() if r.digits else np.zeros((28, 28), np.float32))
+        rows.append(r.digits[0].probs if r.digits else [0.1] * 10)  # no ink: counted as a miss below
+    if not names:
         raise DataError(f"{folder}: no labelled images (use sub-folders 0..9 or names like 3_foo.png)")
-    x = torch.from_numpy(np.stack(crops))
-    probs = predictor.probs(x)
+    probs = torch.tensor(rows)
     pred = probs.argmax(1).numpy()
-    y = np.array(labels)
+    found = np.array([c.max() > 0 for c in crops])
+    pred = np.where(found, pred, -1)  # "no digit found" is never right
+    y = np.array(y_true)
     summary = summarize(y, pred) | {"errors": errors, "skipped": skipped, "folder": str(folder)}
+    summary["no_digit"] = int((~found).sum())
     return summary, _misses(names, y, pred, probs, crops)
 
 
@@ -112,12 +113,16 @@ def uci_images(upscale: int = 4) -> tuple[list[Image.Image], np.ndarray]:
 
 
 def evaluate_uci(predictor: Predictor, upscale: int = 4) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """scikit-learn's UCI digits read through the single-digit path (`predict --single`)."""
     imgs, y = uci_images(upscale)
-    crops = [single_digit_crop(img, f"uci-{i}") for i, img in enumerate(imgs)]
-    probs = predictor.probs(torch.from_numpy(np.stack(crops)))
-    pred = probs.argmax(1).numpy()
-    summary = summarize(y, pred) | {"upscale": upscale}
-    return summary, _misses([f"uci-{i}" for i in range(len(y))], y, pred, probs, crops)
+    names = [f"uci-{i}" for i in range(len(y))]
+    readings = list(read_images(imgs, predictor, single=True, names=names))
+    crops = [r.digits[0].crop.numpy() if r.digits else np.zeros((28, 28), np.float32) for r in readings]
+    probs = torch.tensor([r.digits[0].probs if r.digits else [0.1] * 10 for r in readings])
+    found = np.array([bool(r.digits) for r in readings])
+    pred = np.where(found, probs.argmax(1).numpy(), -1)
+    summary = summarize(y, pred) | {"upscale": upscale, "no_digit": int((~found).sum())}
+    return summary, _misses(names, y, pred, probs, crops)
 
 
 def score_pages(

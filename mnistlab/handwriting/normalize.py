@@ -9,13 +9,15 @@ hairline in 20x20 and a marker to a blob; the median MNIST stroke is ~2.6 px wid
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from PIL import Image
 from scipy import ndimage
 
 from mnistlab.handwriting.images import ImageSource, load_grey
-from mnistlab.handwriting.segment import grow_mask, ink_map
+from mnistlab.handwriting.segment import MIN_CONTRAST, InkMap, grow_mask
 
 FIT = 20  # the digit's longer side in the 28x28 frame
 SIZE = 28
@@ -97,22 +99,176 @@ def normalize_digit(ink: np.ndarray, mask: np.ndarray | None = None) -> np.ndarr
     return out
 
 
-def preprocess_digit(img: ImageSource | np.ndarray) -> torch.Tensor:
+# --------------------------------------------------------------------------------------------
+# The single-digit path: an image that holds one digit (a canvas, a crop, a form box, a scan of
+# one digit). No page rules: nothing is dropped for touching the frame or being thin, all the
+# ink is the digit.
+
+SINGLE_MAX_SIDE = 160  # px: the single-digit path works at most at this longer side (20x20 is the goal)
+SINGLE_MIN_SIDE = 64  # px: smaller inputs (a 16x16 crop, an 8x8 scan) are enlarged to this first
+POLARITY_MARGIN = 0.15  # |polarity score| below this is a guess (the reader then asks the model)
+
+
+@dataclass
+class SingleDigit:
+    """One digit found in a single-digit image, at working resolution."""
+
+    crop: np.ndarray  # (28, 28) float32 in [0, 1], white on black: the canonical digit
+    ink: InkMap  # ink strength and mask at working resolution (for --explain)
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 of the digit's ink, working pixels (x1, y1 exclusive)
+    polarity: float  # > 0: dark ink on light paper; its size says how clear the evidence was
+    uniform_paper: bool = True  # one paper level (a canvas, a crop, a scan), not a shaded photo
+
+    @property
+    def found(self) -> bool:
+        return bool(self.crop.max() > 0)
+
+    @property
+    def sure_of_polarity(self) -> bool:
+        return abs(self.polarity) >= POLARITY_MARGIN
+
+    def looks_like_one_digit(self) -> bool:
+        """Is the ink one digit's shape filling a good part of the frame (a canvas, a crop, a box),
+        rather than a line, a page, or a small digit somewhere in a photo? Uniform paper, one band
+        of ink rows, no wider than a wide digit, at least 30 % of the frame's height. (A photo of
+        one digit with shading goes to the page path, whose background removal is made for it.)"""
+        if not self.found or not self.uniform_paper:
+            return False
+        x0, y0, x1, y1 = self.box
+        h, w = self.ink.mask.shape
+        if (x1 - x0) > 1.3 * (y1 - y0) or (y1 - y0) < 0.3 * h:
+            return False
+        rows = self.ink.mask[y0:y1].sum(1)
+        gap = max(2, int(0.12 * (y1 - y0)))  # a 5's detached flag or an i-dot-like gap is allowed
+        empty = rows == 0
+        run = longest = 0
+        for e in empty:
+            run = run + 1 if e else 0
+            longest = max(longest, run)
+        return longest <= gap
+
+
+def _otsu(values: np.ndarray, bins: int = 64) -> float:
+    """The threshold that best splits `values` (in [0, 1]) into two classes (Otsu 1979)."""
+    hist, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
+    p = hist.astype(np.float64) / max(1, hist.sum())
+    centers = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(p)
+    m0 = np.cumsum(p * centers)
+    total = m0[-1]
+    between = (total * w0 - m0) ** 2 / np.maximum(w0 * (1 - w0), 1e-12)
+    return float(edges[1:][int(np.argmax(between[:-1]))]) if bins > 1 else 0.5
+
+
+def polarity_score(grey: np.ndarray, threshold: float) -> float:
+    """> 0 when the ink is darker than the paper. Two votes: the frame's border is mostly paper,
+    even for a digit that touches all four sides (it meets each side along a short arc); and ink
+    is the smaller of the two classes. A small prior for dark ink (a pen on paper) breaks ties."""
+    border = np.concatenate([grey[0], grey[-1], grey[1:-1, 0], grey[1:-1, -1]])
+    dark_border = float((border < threshold).mean())
+    dark_share = float((grey < threshold).mean())
+    return (0.5 - dark_border) * 2 + (0.5 - dark_share) + 0.05
+
+
+def _resample(a: np.ndarray, w: int, h: int, resample: Image.Resampling) -> np.ndarray:
+    return np.asarray(Image.fromarray(a.astype(np.float32), mode="F").resize((w, h), resample), dtype=np.float32)
+
+
+def single_digit(grey: np.ndarray, dark_ink: bool | None = None) -> SingleDigit:
+    """A grey image (H, W) in [0, 1] holding one digit -> that digit, MNIST-normalised.
+
+    Paper vs ink from the border and the histogram (`polarity_score`; `dark_ink` forces it), the
+    paper's shading removed by a smooth estimate made from paper pixels only (so it holds when the
+    ink fills most of the frame), ink strength scaled by the ink's own level, every component but
+    dust kept, faint stroke ends kept by hysteresis (`grow_mask`). An image without ink gives an
+    all-zero crop (`found` is False).
+    """
+    h0, w0 = grey.shape
+    scale = min(1.0, SINGLE_MAX_SIDE / max(h0, w0))
+    if max(h0, w0) < SINGLE_MIN_SIDE:
+        scale = SINGLE_MIN_SIDE / max(h0, w0)
+    if scale != 1.0:
+        resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BICUBIC
+        grey = np.clip(_resample(grey, max(1, round(w0 * scale)), max(1, round(h0 * scale)), resample), 0, 1)
+    threshold = _otsu(grey)
+    polarity = polarity_score(grey, threshold)
+    dark = polarity >= 0 if dark_ink is None else dark_ink
+    x = 1.0 - grey if dark else grey  # ink bright from here on
+    paper = x <= (1.0 - threshold if dark else threshold)
+    empty = InkMap(np.zeros_like(x), np.zeros(x.shape, bool), scale, dark, 0.0)
+    if paper.all() or not paper.any():
+        return SingleDigit(np.zeros((SIZE, SIZE), np.float32), empty, (0, 0, 0, 0), polarity)
+    # Is the paper one level? Judged away from the strokes' anti-aliased rims; a tight crop with
+    # hardly any paper away from the ink has no room for shading and counts as uniform.
+    far = ndimage.binary_erosion(paper, iterations=2)
+    uniform = far.sum() < 0.05 * far.size
+    if not uniform:
+        lo, hi = np.percentile(x[far], [10, 90])
+        uniform = (hi - lo) < 0.25 * (float(np.median(x[~paper])) - float(np.median(x[far])))
+    # Uniform paper (a canvas, a crop, a scan) is one level; shaded paper (a photo) is followed.
+    bg = float(np.median(x[paper])) if uniform else _paper_estimate(x, paper)
+    resid = np.clip(x - bg, 0, None)
+    level = float(np.percentile(resid[~paper], 90))
+    noise = _robust_std(resid[paper])
+    if level < max(MIN_CONTRAST, 6 * noise):  # no ink clearly above the paper: a blank image
+        return SingleDigit(np.zeros((SIZE, SIZE), np.float32), empty, (0, 0, 0, 0), polarity)
+    ink = np.clip(resid / level, 0, 1).astype(np.float32)
+    strong = ink > max(0.35, 4 * noise / level)
+    labels, n = ndimage.label(strong, structure=np.ones((3, 3)))
+    if n == 0:
+        return SingleDigit(np.zeros((SIZE, SIZE), np.float32), empty, (0, 0, 0, 0), polarity)
+    areas = ndimage.sum_labels(np.ones(labels.shape, np.int32), labels, np.arange(1, n + 1))
+    keep = np.flatnonzero(areas >= max(4, 0.02 * areas.max())) + 1  # dust goes, a detached flag stays
+    im = InkMap(ink, np.isin(labels, keep), scale, dark, noise / level)
+    if _edge_sharpness(ink, im.mask) < MIN_EDGE:  # a shadow or a lighting ramp, not pen strokes
+        return SingleDigit(np.zeros((SIZE, SIZE), np.float32), empty, (0, 0, 0, 0), polarity)
+    mask = grow_mask(im, im.mask)
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+    return SingleDigit(normalize_digit(ink, mask), im, box, polarity, bool(uniform))
+
+
+MIN_EDGE = 0.05  # ink units per working pixel: the slowest edge a pen stroke has (a blurry 8x8 scan: ~0.2)
+
+
+def _edge_sharpness(ink: np.ndarray, mask: np.ndarray) -> float:
+    """How steeply the ink rises at the mask's edge (median gradient there, ink units per pixel).
+    Pen strokes rise over a few pixels; the threshold crossing of a smooth shadow or gradient
+    over the whole frame rises over a hundred."""
+    edge = mask & ~ndimage.binary_erosion(mask)
+    if not edge.any():
+        return 0.0
+    gy, gx = np.gradient(ndimage.gaussian_filter(ink, 1.0))
+    return float(np.median(np.hypot(gy, gx)[edge]))
+
+
+def _paper_estimate(x: np.ndarray, paper: np.ndarray) -> np.ndarray:
+    """A smooth picture of the paper under `x` from its paper pixels only (normalised convolution
+    on a coarse grid, then bilinear back up): shading and gradients go, the ink does not bias it."""
+    h, w = x.shape
+    side = 24  # cells on the longer side: the shading of one digit's frame is smooth at that scale
+    f = max(h, w) / side
+    gh, gw = max(1, round(h / f)), max(1, round(w / f))
+    num = _resample(x * paper, gw, gh, Image.Resampling.BOX)
+    den = _resample(paper.astype(np.float32), gw, gh, Image.Resampling.BOX)
+    sigma = 3.0
+    num, den = ndimage.gaussian_filter(num, sigma, mode="nearest"), ndimage.gaussian_filter(den, sigma, mode="nearest")
+    fallback = float(np.median(x[paper]))
+    coarse = np.where(den > 1e-3, num / np.maximum(den, 1e-3), fallback)
+    return _resample(coarse, w, h, Image.Resampling.BILINEAR)
+
+
+def _robust_std(v: np.ndarray) -> float:
+    """1.4826 x the median absolute deviation: the paper's noise, ignoring specks."""
+    if v.size == 0:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(v - np.median(v))))
+
+
+def preprocess_digit(img: ImageSource | np.ndarray, dark_ink: bool | None = None) -> torch.Tensor:
     """A single-digit canvas or crop (any polarity, size, format) -> (1, 28, 28) float tensor in
-    [0, 1], white on black, what an MNIST model expects. All ink found is taken as one digit.
-    An image without ink gives an all-zero tensor (test `.max() == 0` for "no digit found").
+    [0, 1], white on black: the canonical digit a Predictor reads (the single-digit path,
+    `single_digit`). An image without ink gives an all-zero tensor (`.max() == 0`: no digit).
     """
     grey = np.clip(np.asarray(img, dtype=np.float32), 0, 1) if isinstance(img, np.ndarray) else load_grey(img)
-    im = ink_map(grey)
-    return torch.from_numpy(normalize_digit(im.ink, _digit_mask(im))).unsqueeze(0)
-
-
-def _digit_mask(im) -> np.ndarray:  # noqa: ANN001 - an InkMap
-    """All the ink of a single-digit image, less dust: components of at least 2 % of the
-    largest one's area (a detached flag or bar belongs to the digit)."""
-    labels, n = ndimage.label(im.mask, structure=np.ones((3, 3)))
-    if n == 0:
-        return np.zeros_like(im.mask)
-    areas = ndimage.sum_labels(np.ones(labels.shape, np.int32), labels, np.arange(1, n + 1))
-    keep = np.flatnonzero(areas >= max(8, 0.02 * areas.max())) + 1
-    return grow_mask(im, np.isin(labels, keep))
+    return torch.from_numpy(single_digit(grey, dark_ink).crop).unsqueeze(0)

@@ -18,7 +18,7 @@ import torch
 
 from mnistlab.errors import MnistlabError
 from mnistlab.handwriting.images import ImageSource, load_grey
-from mnistlab.handwriting.normalize import normalize_digit
+from mnistlab.handwriting.normalize import SingleDigit, normalize_digit, single_digit
 from mnistlab.handwriting.segment import Blob, InkMap, find_digits, ink_map
 from mnistlab.predictor import Predictor
 
@@ -93,11 +93,14 @@ class Reading:
 class _Pending:
     """An image segmented and normalised, waiting for the model (so many files share batches).
 
-    `crops` holds one crop per blob, then the crops of the proposed pieces of wide blobs."""
+    Page path: `crops` holds one crop per blob, then the crops of the proposed pieces of wide
+    blobs. Single-digit path: `singles` holds the digit read with the likelier polarity and, when
+    the image could not tell, the other one; `crops` theirs, in that order."""
 
     reading: Reading
     blobs: list[Blob]
     crops: np.ndarray  # (n, 28, 28)
+    singles: list[SingleDigit] = field(default_factory=list)
 
 
 def _crop_blob(im: InkMap, labels: np.ndarray, b: Blob) -> np.ndarray:
@@ -112,9 +115,20 @@ def _crop_blob(im: InkMap, labels: np.ndarray, b: Blob) -> np.ndarray:
     return normalize_digit(ink, own & im.mask[b.y0 : b.y1, b.x0 : b.x1])
 
 
-def segment_image(source: ImageSource | np.ndarray, name: str = "image") -> _Pending:
+def segment_image(source: ImageSource | np.ndarray, name: str = "image", single: bool | None = None) -> _Pending:
+    """Find the digits of one image: with the single-digit path when `single`, or when `single` is
+    None and the image is one digit's shape (`SingleDigit.looks_like_one_digit`); else the page
+    path (lines of digits, touching digits split)."""
     grey = np.clip(np.asarray(source, np.float32), 0, 1) if isinstance(source, np.ndarray) else load_grey(source, name)
     h, w = grey.shape
+    one = single_digit(grey)
+    if single or (single is None and one.looks_like_one_digit()):
+        singles = [one] if one.found else []
+        if singles and not one.sure_of_polarity:  # the frame could not tell: the model will
+            other = single_digit(grey, dark_ink=not one.ink.dark_ink)
+            singles += [other] if other.found else []
+        crops = np.stack([s.crop for s in singles]) if singles else np.zeros((0, 28, 28), np.float32)
+        return _Pending(Reading(name, w, h, dark_ink=one.ink.dark_ink, ink=one.ink), [], crops, singles)
     im = ink_map(grey)
     blobs, labels = find_digits(im)
     every = blobs + [piece for b in blobs for pieces in b.splits for piece in pieces]
@@ -133,8 +147,26 @@ NARROW_SPLIT_MARGIN = 0.5  # ... by more when the blob is no wider than one wide
 SPLIT_MIN_CONFIDENCE = 0.5  # and each piece must look like a digit on its own
 
 
+def _finish_single(p: _Pending, probs: torch.Tensor) -> Reading:
+    """The single digit, in the polarity the model is more confident of when the image was unsure."""
+    r = p.reading
+    k = int(probs.max(1).values.argmax())
+    one, pr = p.singles[k], probs[k]
+    conf, digit = pr.max(0)
+    x0, y0, x1, y1 = one.box
+    scale = one.ink.scale
+    box = Blob(x0, y0, x1, y1)
+    r.dark_ink, r.ink = one.ink.dark_ink, one.ink
+    r.digits.append(
+        Digit(int(digit), float(conf), _box(box, scale, r.width, r.height), 0, pr.tolist(), torch.from_numpy(one.crop))
+    )
+    return r
+
+
 def _finish(p: _Pending, probs: torch.Tensor) -> Reading:
     """Pick whole-or-split for wide blobs by the model's confidence, then make the Digits."""
+    if p.singles:
+        return _finish_single(p, probs)
     r = p.reading
     scale = r.ink.scale if r.ink is not None else 1.0
     n = len(p.blobs)
@@ -176,24 +208,30 @@ def _finish(p: _Pending, probs: torch.Tensor) -> Reading:
     return r
 
 
-def read_image(source: ImageSource | np.ndarray, predictor: Predictor, name: str | None = None) -> Reading:
+def read_image(
+    source: ImageSource | np.ndarray, predictor: Predictor, name: str | None = None, single: bool | None = None
+) -> Reading:
     """Read the digits in one image (bytes, a path, a PIL image, or a grey array in [0, 1]).
 
-    Raises ImageError for a file that is not a readable image. A blank image gives a Reading
-    with no digits (`reading.found` is False): never a guess.
+    `single=True` reads it as one digit (no page rules), False as a page, None decides by its
+    shape. Raises ImageError for a file that is not a readable image. A blank image gives a
+    Reading with no digits (`reading.found` is False): never a guess.
     """
     name = name or (str(source) if isinstance(source, str | Path) else "image")
-    pending = segment_image(source, name)
+    pending = segment_image(source, name, single)
     return _finish(pending, predictor.probs(torch.from_numpy(pending.crops)))
 
 
 def read_images(
-    sources: Iterable[str | Path],
+    sources: Iterable[ImageSource],
     predictor: Predictor,
     batch_digits: int = 2048,
+    single: bool | None = None,
+    names: Iterable[str] | None = None,
 ) -> Iterator[Reading | Exception]:
-    """Read many files, batching the digits of several files through the model. Yields, in
-    order, a Reading or the MnistlabError that file raised (the others are still read)."""
+    """Read many images (paths, bytes or PIL images), batching the digits of several through the
+    model. Yields, in order, a Reading or the MnistlabError that image raised (the others are
+    still read). `single` as in `read_image`; `names` label the readings (default: the paths)."""
     queue: list[_Pending | Exception] = []
     pending_digits = 0
 
@@ -210,9 +248,11 @@ def read_images(
                 i += len(q.crops)
         queue.clear()
 
+    labels = iter(names) if names is not None else None
     for src in sources:
+        name = next(labels) if labels is not None else (str(src) if isinstance(src, str | Path) else "image")
         try:
-            p = segment_image(src, str(src))
+            p = segment_image(src, name, single)
             queue.append(p)
             pending_digits += len(p.crops)
         except MnistlabError as e:
