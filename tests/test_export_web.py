@@ -1,0 +1,231 @@
+"""`mnistlab export-web`: the static page reads a drawn digit in the browser, with no server behind it.
+
+1. The JS port of the MNIST normalisation (normalize.js) against the Python one on the same ink,
+   in Node: the same 28x28 numbers (no browser needed).
+2. The folder served by a plain static file server (python's http.server: no mnistlab API),
+   opened in Debian's Chromium with Playwright: a 7 drawn with mouse strokes reads 7; the page's
+   28x28 input agrees with `preprocess_digit` on the same drawing and the page's probabilities
+   with onnxruntime in Python on that input; every request the page makes is same-origin.
+   The screenshot goes to docs/figures/web-static.png only with MNISTLAB_UPDATE_FIGURES=1.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import http.server
+import io
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+pytest.importorskip("onnxruntime")
+
+from mnistlab.export import INPUT, OUTPUT, onnx_session  # noqa: E402
+from mnistlab.export_web import MANIFEST, ORT_FILES, PAGE_DIR, build_site, ort_web_cache  # noqa: E402
+from mnistlab.handwriting.normalize import _digit_mask, match_stroke, normalize_digit, preprocess_digit  # noqa: E402
+from mnistlab.handwriting.segment import InkMap  # noqa: E402
+
+NODE = shutil.which("node")
+CHROMIUM = os.environ.get("MNISTLAB_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+FIGURES = (
+    Path(__file__).resolve().parents[1] / "docs" / "figures"
+    if os.environ.get("MNISTLAB_UPDATE_FIGURES")
+    else Path(tempfile.gettempdir()) / "mnistlab-web-figures"
+)
+
+
+def missing(what: str, hint: str) -> None:
+    """As the other browser test: CI must have it, a developer's machine may skip with one line."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} ({hint})", pytrace=False)
+    pytest.skip(f"{what} ({hint})")
+
+
+# ------------------------------------------------------------------------ 1. the port, in Node
+
+
+def ink_cases(mnist) -> list[tuple[np.ndarray, np.ndarray]]:
+    """MNIST test digits enlarged to 60..300 px, as drawn (plain), with a fine pen (thinned) and a
+    marker (thickened): the three branches of match_stroke."""
+    rng = np.random.default_rng(0)
+    cases = []
+    for i in range(12):
+        img = mnist.test_images[i].numpy().astype(np.float32) / 255
+        side = int(rng.integers(60, 300))
+        big = np.clip(np.asarray(Image.fromarray(img, mode="F").resize((side, side), Image.Resampling.BILINEAR)), 0, 1)
+        if i % 3 == 1:
+            big = ndimage.grey_erosion(big, size=(side // 30 + 1,) * 2)
+        elif i % 3 == 2:
+            big = ndimage.grey_dilation(big, size=(side // 7 + 1,) * 2)
+        big = np.pad(big, 10).astype(np.float32)
+        cases.append((big, big > 0.35))
+    return cases
+
+
+def test_js_normalisation_is_the_python_one(mnist, tmp_path):
+    if NODE is None:
+        missing("no node to run normalize.js", "apt-get install nodejs")
+    cases, expected, branches = [], [], set()
+    for ink, mask in ink_cases(mnist):
+        dm = _digit_mask(InkMap(ink, mask, 1.0, True, 0.0))  # a clean canvas: the paper's noise is 0
+        expected.append((dm, normalize_digit(ink, dm)))
+        rows, cols = np.flatnonzero(dm.any(1)), np.flatnonzero(dm.any(0))
+        box = np.pad(ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], 3)
+        bmask = np.pad(dm[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], 3)
+        changed = match_stroke(box, bmask, 20 / max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1))
+        branches.add("same" if changed is box else "thicker" if changed.sum() > box.sum() else "thinner")
+        cases.append(
+            {
+                "w": ink.shape[1],
+                "h": ink.shape[0],
+                "ink": ink.ravel().tolist(),
+                "mask": mask.ravel().astype(int).tolist(),
+            }
+        )
+    assert branches == {"same", "thicker", "thinner"}, branches  # the cases cover every branch
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    script = f"""
+const N = require({json.dumps(str(PAGE_DIR / "normalize.js"))});
+const cases = require({json.dumps(str(tmp_path / "cases.json"))});
+const out = cases.map((c) => {{
+  const ink = Float32Array.from(c.ink);
+  const dm = N.digitMask(ink, Uint8Array.from(c.mask), c.w, c.h);
+  return {{ mask: Array.from(dm), pixels: Array.from(N.normalizeDigit(ink, dm, c.w, c.h)) }};
+}});
+process.stdout.write(JSON.stringify(out));
+"""
+    proc = subprocess.run([NODE, "-e", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    worst = 0.0
+    for (dm, pixels), got in zip(expected, json.loads(proc.stdout), strict=True):
+        assert np.array_equal(np.array(got["mask"], bool).reshape(dm.shape), dm)
+        worst = max(worst, float(np.abs(np.array(got["pixels"]).reshape(28, 28) - pixels).max()))
+    print(f"normalize.js vs normalize.py on {len(cases)} digits: max |js - py| = {worst:.2g}")
+    assert worst < 1e-5
+
+
+# ------------------------------------------------------------------------ 2. the page, in Chromium
+
+
+@pytest.fixture(scope="module")
+def site(mnist, tmp_path_factory):
+    if not (ort_web_cache() / ORT_FILES[0]).is_file() and shutil.which("npm") is None:
+        missing("no npm to fetch onnxruntime-web with", "apt-get install npm")
+    from _web_support import DEFAULT, trained_runs
+
+    out = tmp_path_factory.mktemp("site") / "site"
+    manifest = build_site(trained_runs(mnist) / DEFAULT, out)
+    assert sorted(manifest["files"]) == sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    return out
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        pass
+
+
+@pytest.fixture(scope="module")
+def static_url(site):
+    handler = functools.partial(QuietHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def draw(pg, expect, strokes: list[list[tuple[float, float]]]) -> None:
+    """Mouse strokes on the pad; points in pad units (0..280). Waits for each stroke's reading."""
+    box = pg.locator("#pad").bounding_box()
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        return box["x"] + x * box["width"] / 280, box["y"] + y * box["height"] / 280
+
+    for stroke in strokes:
+        before = pg.locator("body").get_attribute("data-predictions")
+        pg.mouse.move(*at(*stroke[0]))
+        pg.mouse.down()
+        for (x0, y0), (x1, y1) in zip(stroke, stroke[1:], strict=False):
+            for t in range(1, 9):
+                pg.mouse.move(*at(x0 + (x1 - x0) * t / 8, y0 + (y1 - y0) * t / 8))
+        pg.mouse.up()
+        expect(pg.locator("body")).not_to_have_attribute("data-predictions", before, timeout=20_000)
+
+
+SEVEN = [[(70, 60), (215, 60)], [(215, 60), (165, 150), (125, 245)]]  # the bar, then the stem
+ONE = [[(150, 45), (143, 150), (136, 245)]]
+
+
+def compare_with_python(pg, site) -> tuple[float, int, int, np.ndarray]:
+    """The page's 28x28 input vs preprocess_digit on the pad's own PNG, and the digit each reads."""
+    js = np.array(pg.evaluate("Array.from(window.mnistlab.input)"), np.float32).reshape(1, 1, 28, 28)
+    assert js.max() == 1.0 and (js > 0.5).sum() >= 40, "the page's input holds a digit"
+    js_probs = np.array(pg.evaluate("window.mnistlab.probs"), np.float32)
+    png = base64.b64decode(pg.evaluate("document.getElementById('pad').toDataURL('image/png')").split(",", 1)[1])
+    py = preprocess_digit(Image.open(io.BytesIO(png))).numpy().reshape(1, 1, 28, 28)
+    session = onnx_session(site / "model.onnx")
+    py_probs = session.run([OUTPUT], {INPUT: py})[0][0]
+    same_input_probs = session.run([OUTPUT], {INPUT: js})[0][0]
+    assert np.abs(same_input_probs - js_probs).max() < 1e-5, "onnxruntime-web and onnxruntime disagree"
+    return float(np.abs(js - py).max()), int(js_probs.argmax()), int(py_probs.argmax()), np.abs(js - py)
+
+
+def test_static_page_reads_a_drawn_seven_with_no_server(site, static_url):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
+        missing(f"no Chromium at {CHROMIUM}", "apt-get install -y chromium")
+    expect = sync_api.expect
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            pg = browser.new_context(viewport={"width": 900, "height": 720}).new_page()
+            problems: list[str] = []
+            requests: list[str] = []
+            pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+            pg.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
+            pg.on("request", lambda r: requests.append(r.url))
+            pg.goto(static_url + "/")
+            expect(pg.locator("body")).to_have_attribute("data-ready", "true", timeout=30_000)
+            expect(pg.locator("#verdict")).to_have_text("no digit")
+
+            draw(pg, expect, SEVEN)
+            expect(pg.locator("#verdict")).to_have_text("7")
+            expect(pg.locator("#bars .track.top")).to_have_attribute("data-digit", "7")
+            expect(pg.locator("#status")).to_contain_text("in this page")
+            diff7, js7, py7, _ = compare_with_python(pg, site)
+            FIGURES.mkdir(parents=True, exist_ok=True)
+            pg.screenshot(path=str(FIGURES / "web-static.png"), full_page=True)
+
+            # a fine pen: the port's stroke matching (dilation) runs, and must still agree
+            pg.click("#clear")
+            expect(pg.locator("#verdict")).to_have_text("no digit")
+            pg.fill("#stroke", "5")
+            draw(pg, expect, ONE)
+            expect(pg.locator("#verdict")).to_have_text("1")
+            diff1, js1, py1, _ = compare_with_python(pg, site)
+        finally:
+            browser.close()
+    print(f"page vs preprocess_digit on the same drawing: max |js - py| = {diff7:.2g} (7), {diff1:.2g} (thin 1)")
+    assert (js7, py7, js1, py1) == (7, 7, 1, 1)
+    assert diff7 < 0.05 and diff1 < 0.05, (diff7, diff1)
+    assert not problems, problems
+    own = [u for u in requests if not (u.startswith(static_url + "/") or u.startswith(("data:", "blob:")))]
+    assert not own, f"requests that left the page's origin: {own}"
+    assert {static_url + "/model.onnx", static_url + "/" + MANIFEST} <= set(requests)
+    assert not [u for u in requests if "/api/" in u]
