@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,13 +75,18 @@ def _integrity(path: Path) -> str:
     return "sha512-" + base64.b64encode(digest.digest()).decode()
 
 
-def _npm_pack(dest: Path) -> Path:
+def _npm() -> str:
     npm = shutil.which("npm")
     if npm is None:
         raise ExportError(
             f"export-web vendors onnxruntime-web {ORT_WEB_VERSION} from the npm registry and `npm` was not found: "
             "install Node.js and npm (apt-get install npm), or pass --ort-dir with a copy of its dist/ files"
         )
+    return npm
+
+
+def _npm_pack(dest: Path) -> Path:
+    npm = _npm()
     spec = f"onnxruntime-web@{ORT_WEB_VERSION}"
     try:
         proc = subprocess.run(
@@ -102,8 +108,9 @@ def _npm_pack(dest: Path) -> Path:
     return tarballs[0]
 
 
-def ensure_ort_web(ort_dir: str | Path | None = None) -> Path:
-    """The folder holding ORT_FILES: --ort-dir, else the cache, filled from npm the first time."""
+def ensure_ort_web(ort_dir: str | Path | None = None, note: Callable[[str], None] | None = None) -> Path:
+    """The folder holding ORT_FILES: --ort-dir, else the cache, filled from npm the first time
+    (`note` is told before the download starts)."""
     if ort_dir is not None:
         return _from_dir(Path(ort_dir).expanduser())
     cache = ort_web_cache()
@@ -113,6 +120,9 @@ def ensure_ort_web(ort_dir: str | Path | None = None) -> Path:
         cache.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ExportError(f"cannot create the cache folder {cache.parent}: {e.strerror or e}") from None
+    _npm()  # no npm: say so before anything else
+    if note is not None:
+        note(f"fetching onnxruntime-web {ORT_WEB_VERSION} with npm (once), into {cache}")
     with tempfile.TemporaryDirectory(dir=cache.parent, prefix=".ort-web-") as tmp:
         tgz = _npm_pack(Path(tmp))
         got = _integrity(tgz)
@@ -147,6 +157,7 @@ def build_site(
     out_dir: str | Path,
     opset: int = DEFAULT_OPSET,
     ort_dir: str | Path | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Write the static page for one run into `out_dir`; returns what mnistlab-export.json says.
 
@@ -156,7 +167,7 @@ def build_site(
     """
     out = Path(out_dir)
     _check_out_dir(out)
-    ort = ensure_ort_web(ort_dir)  # before the export: a missing npm is the first thing to say
+    ort = ensure_ort_web(ort_dir, note)  # before the export: a missing npm is the first thing to say
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.build-"))

@@ -229,3 +229,98 @@ def test_static_page_reads_a_drawn_seven_with_no_server(site, static_url):
     assert not own, f"requests that left the page's origin: {own}"
     assert {static_url + "/model.onnx", static_url + "/" + MANIFEST} <= set(requests)
     assert not [u for u in requests if "/api/" in u]
+
+
+# ------------------------------------------------------------------------ 3. building the folder
+
+
+@pytest.fixture
+def tiny_run(tmp_path):
+    """A run folder with an untrained dnn (the page's numbers are not under test here)."""
+    from mnistlab import runs
+    from mnistlab.models import create_model
+    from mnistlab.recipes import resolve_run_config
+
+    run = tmp_path / "tiny"
+    run.mkdir()
+    runs.atomic_write_json(run / runs.CONFIG, resolve_run_config("dnn", seed=0).to_dict())
+    runs.save_weights(create_model("dnn"), run / runs.WEIGHTS, "dnn")
+    return run
+
+
+@pytest.fixture
+def fake_ort(tmp_path):
+    """Stand-ins for the three onnxruntime-web files, laid out as an npm package (--ort-dir)."""
+    dist = tmp_path / "ort-web" / "package" / "dist"
+    dist.mkdir(parents=True)
+    for name in ORT_FILES:
+        (dist / name).write_text(f"// {name}\n")
+    return tmp_path / "ort-web"
+
+
+def export_web(*args: str, capsys) -> tuple[int, str]:
+    from mnistlab.cli import main
+
+    try:
+        main(["export-web", *args])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+def test_build_rebuild_and_permissions(tiny_run, fake_ort, tmp_path):
+    out = tmp_path / "site"
+    first = build_site(tiny_run, out, ort_dir=fake_ort)
+    assert sorted(first["files"]) == sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert (out / "ort" / "ort.wasm.min.js").read_text() == "// ort.wasm.min.js\n"
+    assert all(p.stat().st_mode & 0o444 == 0o444 for p in out.rglob("*")), "a web server must read every file"
+    assert first["run"] == "tiny" and first["model"] == "dnn" and first["test_acc"] is None  # untrained, incomplete
+    (out / "model.onnx").write_bytes(b"stale")
+    build_site(tiny_run, out, opset=13, ort_dir=fake_ort)  # an earlier export is replaced whole
+    assert json.loads((out / MANIFEST).read_text())["opset"] == 13 and (out / "model.onnx").read_bytes() != b"stale"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".site.")], "no build folder left behind"
+
+
+def test_foreign_folder_is_refused_and_left_alone(tiny_run, fake_ort, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    code, err = export_web(str(tiny_run), str(out), "--ort-dir", str(fake_ort), capsys=capsys)
+    assert code == 1 and err.count("\n") == 1 and "not empty and was not made by export-web" in err, err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "keep me"
+
+
+def test_no_npm_is_one_line(tiny_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MNISTLAB_CACHE", str(tmp_path / "cache"))  # nothing cached yet
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))  # no npm on it
+    code, err = export_web(str(tiny_run), str(tmp_path / "site"), capsys=capsys)
+    assert code == 1 and err.count("\n") == 1 and "`npm` was not found" in err and "--ort-dir" in err, err
+    assert not (tmp_path / "site").exists()
+
+
+def test_ort_dir_without_the_files(tiny_run, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code, err = export_web(str(tiny_run), str(tmp_path / "site"), "--ort-dir", str(tmp_path / "empty"), capsys=capsys)
+    assert code == 1 and "no ort.wasm.min.js" in err, err
+
+
+def test_a_tarball_that_is_not_the_pinned_one_is_refused(tmp_path, monkeypatch):
+    import tarfile
+
+    from mnistlab import export_web
+
+    def fake_pack(dest: Path) -> Path:  # npm answered, but with other bytes than the pinned release
+        tgz = dest / "onnxruntime-web-1.30.0.tgz"
+        with tarfile.open(tgz, "w:gz") as tar:
+            data = b"not onnxruntime"
+            info = tarfile.TarInfo("package/dist/ort.wasm.min.js")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        return tgz
+
+    monkeypatch.setenv("MNISTLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(export_web, "_npm_pack", fake_pack)
+    with pytest.raises(export_web.ExportError, match="does not match the pinned sha512"):
+        export_web.ensure_ort_web()
+    assert not export_web.ort_web_cache().exists()

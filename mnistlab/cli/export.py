@@ -64,12 +64,9 @@ def export_web_cmd(
 ) -> None:
     """Write a static page that reads a drawn digit in the browser (onnxruntime-web), for any static host."""
     from mnistlab.export import DEFAULT_OPSET
-    from mnistlab.export_web import ORT_WEB_VERSION, build_site, ensure_ort_web, ort_web_cache
+    from mnistlab.export_web import ORT_WEB_VERSION, build_site
 
-    if ort_dir is None and not (ort_web_cache() / "ort.wasm.min.js").is_file():
-        err.print(f"fetching onnxruntime-web {ORT_WEB_VERSION} with npm once, into {ort_web_cache()}")
-        ensure_ort_web()
-    manifest = build_site(_run_path(run), dest, DEFAULT_OPSET if opset is None else opset, ort_dir)
+    manifest = build_site(_run_path(run), dest, DEFAULT_OPSET if opset is None else opset, ort_dir, note=err.print)
     if json_out:
         print_json(manifest)
         return
