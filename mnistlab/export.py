@@ -28,7 +28,7 @@ import io
 import json
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +90,7 @@ class Exported:
     wall_s: float  # export + check
     cpu_s: float
     metadata: dict[str, str]
+    digits: dict[str, Any] | None = None  # compare_on_digits, when real digits were given
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -200,12 +201,14 @@ def export_module(
     fmt: str = "onnx",
     opset: int = DEFAULT_OPSET,
     metadata: dict[str, Any] | None = None,
+    digits: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> Exported:
     """Export `net` (canonical digit -> logits) as probabilities to `out`, checked, then written.
 
     The file is written (atomically) only once the exported model has answered the check inputs
     at every batch size of CHECK_BATCHES; the difference is returned, not asserted (callers and
-    tests decide what is close enough).
+    tests decide what is close enough). `digits` (canonical images, labels), when given, are read
+    by both too: `Exported.digits` says how the file and PyTorch compare on them.
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
@@ -232,8 +235,33 @@ def export_module(
         onnx, _ = _require_onnx()
         model = onnx.load_from_string(_onnx_bytes(module, inputs[0], opset))
         session = onnx_session(model.SerializeToString())
-        diff = max_abs_diff(lambda x: session.run([OUTPUT], {INPUT: x})[0], module, inputs)
-        meta["mnistlab.check"] = _check_note(diff, "onnxruntime")
+        runtime = "onnxruntime"
+
+        def run_file(x: np.ndarray) -> np.ndarray:
+            return session.run([OUTPUT], {INPUT: x})[0]
+
+    else:
+        runtime = "TorchScript"
+        with _quiet_tracing():  # torch 2.13 marks torch.jit deprecated too (docs/export.md)
+            with torch.no_grad():
+                traced = torch.jit.trace(module, inputs[0], check_trace=False)
+            loaded = torch.jit.load(io.BytesIO(_torchscript_save(traced, meta)))  # our own bytes, just made
+
+        def run_file(x: np.ndarray) -> np.ndarray:
+            with torch.no_grad(), _quiet_tracing():
+                return loaded(torch.from_numpy(x)).numpy()
+
+    diff = max_abs_diff(run_file, module, inputs)
+    meta["mnistlab.check"] = _check_note(diff, runtime)
+    on_digits = None
+    if digits is not None:
+        on_digits = compare_on_digits(run_file, module, *digits)
+        meta["mnistlab.check_digits"] = (
+            f"{on_digits['n']} MNIST test digits: accuracy {on_digits['acc_file']:.4f} ({runtime}) vs "
+            f"{on_digits['acc_torch']:.4f} (torch), {on_digits['disagree']} read differently, "
+            f"max |p_{runtime} - p_torch| = {on_digits['max_abs_diff']:.3g}"
+        )
+    if fmt == "onnx":
         model.doc_string = f"mnistlab {meta.get('mnistlab.run', 'model')}: {INPUT_DOC}. {OUTPUT_DOC}."
         model.graph.input[0].doc_string = INPUT_DOC
         model.graph.output[0].doc_string = OUTPUT_DOC
@@ -246,14 +274,8 @@ def export_module(
             raise ExportError(f"the exported ONNX model does not pass onnx.checker: {str(e).splitlines()[0]}") from None
         data = model.SerializeToString()
     else:
-        with _quiet_tracing():  # torch 2.13 marks torch.jit deprecated too (docs/export.md)
-            with torch.no_grad():
-                traced = torch.jit.trace(module, inputs[0], check_trace=False)
-            loaded = torch.jit.load(io.BytesIO(_torchscript_save(traced, meta)))  # our own bytes, just made
-            with torch.no_grad():
-                diff = max_abs_diff(lambda x: loaded(torch.from_numpy(x)).numpy(), module, inputs)
-            meta["mnistlab.check"] = _check_note(diff, "TorchScript")
-            data = _torchscript_save(traced, meta)  # the same graph, now with the check in its metadata
+        with _quiet_tracing():
+            data = _torchscript_save(traced, meta)  # the same graph, now with the checks in its metadata
     try:
         runs.atomic_write_bytes(out, data)
         out.chmod(0o644)  # a file to hand on or host: readable by others, as a plain write would be
@@ -269,7 +291,27 @@ def export_module(
         wall_s=time.perf_counter() - start,
         cpu_s=time.process_time() - cpu0,
         metadata=meta,
+        digits=on_digits,
     )
+
+
+def compare_on_digits(
+    run_file: Callable[[np.ndarray], np.ndarray], module: nn.Module, images: torch.Tensor, labels: torch.Tensor
+) -> dict[str, Any]:
+    """The exported file and PyTorch on the same real digits: accuracy of each, how many digits
+    they read differently, and the largest probability difference."""
+    file_hits = torch_hits = disagree = 0
+    worst = 0.0
+    with torch.no_grad():
+        for i in range(0, len(images), 1000):
+            x, y = images[i : i + 1000], labels[i : i + 1000].numpy()
+            ref, got = module(x).numpy(), np.asarray(run_file(x.numpy()))
+            worst = max(worst, float(np.abs(got - ref).max()))
+            file_hits += int((got.argmax(1) == y).sum())
+            torch_hits += int((ref.argmax(1) == y).sum())
+            disagree += int((got.argmax(1) != ref.argmax(1)).sum())
+    n = len(images)
+    return {"n": n, "acc_file": file_hits / n, "acc_torch": torch_hits / n, "disagree": disagree, "max_abs_diff": worst}
 
 
 def _check_note(diff: float, runtime: str) -> str:
@@ -290,12 +332,31 @@ def run_metadata(run: runs.LoadedRun) -> dict[str, Any]:
     return meta
 
 
-def export_run(run_ref: str | Path, out: str | Path, fmt: str = "onnx", opset: int = DEFAULT_OPSET) -> Exported:
-    """`mnistlab export RUN OUT`: a run folder (or its name under the runs root) to one file."""
+def export_run(
+    run_ref: str | Path,
+    out: str | Path,
+    fmt: str = "onnx",
+    opset: int = DEFAULT_OPSET,
+    test_digits: int = 0,
+    data_dir: str | Path | None = None,
+) -> Exported:
+    """`mnistlab export RUN OUT`: a run folder (or its name under the runs root) to one file.
+
+    `test_digits` > 0 also reads the first that many MNIST test digits (plain, as the canonical
+    input) with the file and with PyTorch (Exported.digits).
+    """
     if fmt == "onnx":
         _require_onnx()  # before loading anything: the missing extra is the first thing to say
+    if not 0 <= test_digits <= 10_000:
+        raise ExportError(f"--test-digits must be 0..10000 (MNIST has 10,000 test digits), got {test_digits}")
     run = runs.load_run(run_ref, "cpu")
-    return export_module(canonical_module(run), out, fmt, opset, run_metadata(run))
+    digits = None
+    if test_digits:
+        from mnistlab.data import load_mnist
+
+        mnist = load_mnist(data_dir)
+        digits = (mnist.test_images[:test_digits].float().div(255).unsqueeze(1), mnist.test_labels[:test_digits])
+    return export_module(canonical_module(run), out, fmt, opset, run_metadata(run), digits)
 
 
 def read_onnx_metadata(path: str | Path) -> dict[str, str]:

@@ -127,10 +127,11 @@ def test_cli_trained_run_on_real_digits(mnist, tmp_path):
     slice_ = ["--set", "data.train_limit=3000", "--set", "data.test_limit=500", "--epochs", "1"]
     proc = mnistlab("train", "keras-convnet", *slice_, "--run-dir", str(run))
     assert proc.returncode == 0, proc.stderr
-    proc = mnistlab("export", str(run), str(tmp_path / "out" / "model.onnx"), "--json")
+    proc = mnistlab("export", str(run), str(tmp_path / "out" / "model.onnx"), "--test-digits", "500", "--json")
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info["max_abs_diff"] < TOL and info["opset"] == export.DEFAULT_OPSET
+    assert info["digits"]["n"] == 500 and info["digits"]["disagree"] == 0 and info["digits"]["max_abs_diff"] < TOL
 
     from mnistlab import runs
 
@@ -149,6 +150,7 @@ def test_cli_trained_run_on_real_digits(mnist, tmp_path):
     meta = export.read_onnx_metadata(tmp_path / "out" / "model.onnx")
     assert meta["mnistlab.run"] == "run" and meta["mnistlab.model"] == "keras-convnet"
     assert float(meta["mnistlab.test_acc"]) == pytest.approx(result["test_acc"], abs=1e-4)
+    assert info["digits"]["acc_file"] == pytest.approx(acc) and "500 MNIST test digits" in meta["mnistlab.check_digits"]
 
 
 @pytest.mark.parametrize(
@@ -159,6 +161,7 @@ def test_cli_trained_run_on_real_digits(mnist, tmp_path):
         (["RUN", "m.onnx", "--opset", "7"], "opset 7 is not supported: choose 11..20"),
         (["RUN", "m.pt", "--format", "torchscript", "--opset", "13"], "--opset applies to --format onnx only"),
         (["RUN", "."], "is a folder"),
+        (["RUN", "m.onnx", "--test-digits", "-1"], "--test-digits must be 0..10000"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(args, message, tmp_path, capsys):

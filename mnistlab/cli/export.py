@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mnistlab.cli._common import err, out, print_json
+from mnistlab.cli._common import DataDirOption, err, out, print_json
 
 RunArgument = dict(help="A run folder, its name under the runs root, or `default` (the handwriting model).")
 
@@ -29,6 +29,10 @@ def export_cmd(
     dest: Path = typer.Argument(..., help="The file to write, e.g. model.onnx (TorchScript: model.pt)."),
     fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
     opset: int = typer.Option(None, "--opset", help="ONNX opset, 11..20 (default 17)."),
+    test_digits: int = typer.Option(
+        0, "--test-digits", help="Also read the first N MNIST test digits with the file and with PyTorch, and compare."
+    ),
+    data_dir: str = typer.Option(None, "--data-dir", **DataDirOption),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Export a run as one file taking the canonical digit (N, 1, 28, 28) and giving probabilities (N, 10)."""
@@ -37,7 +41,7 @@ def export_cmd(
 
     if opset is not None and fmt != "onnx":
         raise ConfigError("--opset applies to --format onnx only")
-    e = export_run(_run_path(run), dest, fmt, DEFAULT_OPSET if opset is None else opset)
+    e = export_run(_run_path(run), dest, fmt, DEFAULT_OPSET if opset is None else opset, test_digits, data_dir)
     if json_out:
         print_json(e.to_json())
         return
@@ -51,6 +55,12 @@ def export_cmd(
         f"checked: max |p_{runtime} - p_torch| = {e.max_abs_diff:.2g} on batches of {sizes} "
         f"({e.wall_s:.2f} s wall, {e.cpu_s:.2f} s CPU)"
     )
+    if e.digits:
+        d = e.digits
+        out.print(
+            f"{d['n']} MNIST test digits: accuracy {d['acc_file']:.4f} ({runtime}) vs {d['acc_torch']:.4f} (PyTorch), "
+            f"{d['disagree']} read differently, max |p_{runtime} - p_torch| = {d['max_abs_diff']:.2g}"
+        )
 
 
 def export_web_cmd(
