@@ -41,8 +41,8 @@ from mnistlab import __version__, runs
 from mnistlab.errors import MnistlabError
 
 FORMATS = ("onnx", "torchscript")
-DEFAULT_OPSET = 17  # every op these networks use exists there; runtimes since onnxruntime 1.11 read it
-MIN_OPSET, MAX_OPSET = 11, 20  # 11: Resize as torch interpolates; 20: the TorchScript exporter's last
+DEFAULT_OPSET = 17  # every op these networks use exists there; onnxruntime reads it since 1.12
+MIN_OPSET, MAX_OPSET = 11, 20  # both ends tested; 20 is the TorchScript-based exporter's last
 INPUT, OUTPUT = "image", "probs"
 CHECK_BATCHES = (1, 7)  # two batch sizes: the batch axis must really be dynamic
 CHECK_SEED = 0

@@ -304,7 +304,8 @@ def test_no_npm_is_one_line(tiny_run, tmp_path, monkeypatch, capsys):
 def test_ort_dir_without_the_files(tiny_run, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     code, err = export_web(str(tiny_run), str(tmp_path / "site"), "--ort-dir", str(tmp_path / "empty"), capsys=capsys)
-    assert code == 1 and "no ort.wasm.min.js" in err, err
+    assert code == 1 and err.count("\n") == 1 and "no ort.wasm.min.js" in err, err
+    assert not (tmp_path / "site").exists()
 
 
 def test_a_tarball_that_is_not_the_pinned_one_is_refused(tmp_path, monkeypatch):
