@@ -201,3 +201,15 @@ def test_missing_extra_says_how_to_install(tmp_path, monkeypatch):
     with pytest.raises(export.ExportError, match=r"pip install 'mnistlab\[export\]'"):
         export.export_module(CanonicalInput(create_model("dnn")), tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_default_is_the_handwriting_model(mnist, tmp_path, monkeypatch, capsys):
+    """`default` is the cached handwriting model, as in `serve` (a stand-in here: no minute of training)."""
+    from mnistlab.experiment import run_experiment
+
+    monkeypatch.setenv("MNISTLAB_CACHE", str(tmp_path / "cache"))
+    cfg = resolve_run_config("dnn", {"data.train_limit": 500, "data.test_limit": 100, "train.epochs": 1}, seed=0)
+    run_experiment(cfg, run_dir=tmp_path / "cache" / "models" / "robust", mnist=mnist, device="cpu")
+    code, _, err = cli(capsys, "export", "default", str(tmp_path / "m.onnx"))
+    assert code == 0, err
+    assert export.read_onnx_metadata(tmp_path / "m.onnx")["mnistlab.run"] == "robust"
