@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first and pinned: the CPU wheel of 2.13.0; the project's range then adds nothing.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,web,ray,browser]'
+	$(BIN)/pip install --quiet -e '.[dev,web,ray,browser,export]'
 	touch $(STAMP)
 
 train: $(STAMP)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -28,9 +30,9 @@ def subsample(x: torch.Tensor, mode: str, keep: float = 0.5, seed: int = 0, upsa
     if mode == "none":
         return x
     if mode == "random":
-        g = torch.Generator().manual_seed(seed)
-        mask = (torch.rand(x.shape[-2:], generator=g) < keep).to(x.device, x.dtype)
-        out = x * mask
+        # plain ints: under tracing the sizes are traced values, which would miss the cache
+        shape = (int(x.shape[-2]), int(x.shape[-1]))
+        out = x * random_mask(shape, float(keep), int(seed)).to(x.device, x.dtype)
     elif mode == "half":
         out = x[..., ::2, ::2]
     elif mode == "down4":
@@ -40,6 +42,18 @@ def subsample(x: torch.Tensor, mode: str, keep: float = 0.5, seed: int = 0, upsa
     if upsample and out.shape[-1] != size:
         out = F.interpolate(out, size=(size, size), mode="bilinear", align_corners=False)
     return out
+
+
+@functools.lru_cache(maxsize=32)
+def random_mask(shape: tuple[int, int], keep: float, seed: int) -> torch.Tensor:
+    """Seed 0.4's fixed random mask: 1 keeps a pixel, 0 blacks it out (float32, on the CPU).
+
+    Cached so that it is drawn once: a graph traced or exported after the first call (ONNX,
+    TorchScript) holds the mask as a constant, not a random draw made again at every call
+    (the ONNX exporter cannot translate a torch.Generator at all). Callers must not modify it.
+    """
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(shape, generator=g) < keep).float()
 
 
 def output_size(cfg: DataConfig, size: int = 28) -> int:

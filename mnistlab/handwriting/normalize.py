@@ -214,18 +214,25 @@ def single_digit(grey: np.ndarray, dark_ink: bool | None = None) -> SingleDigit:
         return SingleDigit(np.zeros((SIZE, SIZE), np.float32), empty, (0, 0, 0, 0), polarity)
     ink = np.clip(resid / level, 0, 1).astype(np.float32)
     strong = ink > max(0.35, 4 * noise / level)
-    labels, n = ndimage.label(strong, structure=np.ones((3, 3)))
-    if n == 0:
+    im = InkMap(ink, strong, scale, dark, noise / level)
+    mask = digit_mask(im)
+    if not mask.any() or _edge_sharpness(ink, mask) < MIN_EDGE:  # a shadow or a lighting ramp, not pen strokes
         return SingleDigit(np.zeros((SIZE, SIZE), np.float32), empty, (0, 0, 0, 0), polarity)
-    areas = ndimage.sum_labels(np.ones(labels.shape, np.int32), labels, np.arange(1, n + 1))
-    keep = np.flatnonzero(areas >= max(4, 0.02 * areas.max())) + 1  # dust goes, a detached flag stays
-    im = InkMap(ink, np.isin(labels, keep), scale, dark, noise / level)
-    if _edge_sharpness(ink, im.mask) < MIN_EDGE:  # a shadow or a lighting ramp, not pen strokes
-        return SingleDigit(np.zeros((SIZE, SIZE), np.float32), empty, (0, 0, 0, 0), polarity)
-    mask = grow_mask(im, im.mask)
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
     return SingleDigit(normalize_digit(ink, mask), im, box, polarity, bool(uniform))
+
+
+def digit_mask(im: InkMap) -> np.ndarray:
+    """All the ink of a single-digit image, less dust (components under 8 px or 2 % of the largest:
+    a detached flag or bar belongs to the digit), plus the faint ink connected to it (grow_mask).
+    mnistlab/web/standalone/normalize.js ports this for the static page: keep the two in step."""
+    labels, n = ndimage.label(im.mask, structure=np.ones((3, 3)))
+    if n == 0:
+        return np.zeros_like(im.mask)
+    areas = ndimage.sum_labels(np.ones(labels.shape, np.int32), labels, np.arange(1, n + 1))
+    keep = np.flatnonzero(areas >= max(8, 0.02 * areas.max())) + 1
+    return grow_mask(im, np.isin(labels, keep))
 
 
 MIN_EDGE = 0.05  # ink units per working pixel: the slowest edge a pen stroke has (a blurry 8x8 scan: ~0.2)
