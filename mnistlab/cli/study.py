@@ -97,6 +97,25 @@ def register(app: typer.Typer) -> None:
         out.print(table)
         out.print(f"results: {root / 'results.md'}; report: mnistlab study report {name}{' --quick' if quick else ''}")
 
+    @study_app.command("seeds")
+    def seeds_cmd(
+        out_path: Path = typer.Option(
+            None, "--out", help="Write the page here (e.g. docs/seeds.md); default: print it."
+        ),
+        reports: Path = typer.Option(
+            None, "--reports", help="Folder of the study reports to quote (default: docs/studies of this checkout)."
+        ),
+    ) -> None:
+        """The seed experiments: what each asked and reported, the command that reruns it, our result."""
+        from mnistlab import seeds
+
+        if out_path is None:
+            s = seeds.load_seeds()
+            seeds.check(s)
+            out.print(seeds.render(s, reports), markup=False, end="")
+            return
+        out.print(f"written to {seeds.write(out_path, reports)}")
+
     @study_app.command("report")
     def report_cmd(
         name: str = typer.Argument(..., help="Study name or a study .toml file."),

@@ -1,4 +1,4 @@
-"""The architectures of the seed documents (../shared/SEEDS.md), rebuilt layer for layer.
+"""The architectures of the seed documents (docs/seeds.md), rebuilt layer for layer.
 
 Keras conventions kept for faithful reproduction: glorot_uniform weights and zero biases,
 'valid' convolutions unless stated, BatchNormalization with momentum 0.99 / epsilon 1e-3, and
