@@ -2,8 +2,9 @@
 
 PyTorch's default is one intra-op thread per physical core. On a machine where another process
 is busy, those threads wait for each other at every operator's barrier and a run collapses: on
-a 2-core machine with a second training beside it, a 1-epoch `dnn` on 12,000 images took many
-times longer with 2 threads than with 1 (README, "Threads", has the measurement and the command).
+a 2-core machine shared with other jobs, a 1-epoch `dnn` on 12,000 images trained in 0.3 s with
+1 thread and 1.9-3.4 s with 2, and beside a competing training 0.64 s against 13-17 s (README,
+"Threads": `mnistlab bench-threads`).
 So the default here is the number of cores nobody else is using:
 
     threads = clamp(round(usable cores - 1-minute load average), 1, torch's own default)

@@ -13,6 +13,10 @@ import typer
 
 from mnistlab import seeds
 from mnistlab.cli import app
+from mnistlab.config import parse_assignments
+from mnistlab.errors import MnistlabError
+from mnistlab.models import create_model
+from mnistlab.recipes import resolve_run_config
 from mnistlab.studies import Variant, list_studies, load_study
 from mnistlab.studies.report import Row, inline_html, markdown_table, seed_line, table_rows
 
@@ -126,7 +130,9 @@ _PLACEHOLDER = re.compile(r"^[A-Z][A-Z0-9_]*(\.\.\.|…)?(\.png)?$|[\[\]…|]|\.
 
 
 def parse_command(line: str) -> None:
-    """Parse `mnistlab ARGS` as the CLI would, without running it; raises typer's UsageError."""
+    """Parse `mnistlab ARGS` as the CLI would, without running it; raises typer's UsageError.
+    For `train` and `summary`, the recipe and every `--set KEY=VALUE` are resolved too (and the
+    model built), so a misspelt key or a value the model cannot take fails here as well."""
     words = shlex.split(line)
     assert words[0] == "mnistlab", line
     cut = next((i for i, w in enumerate(words) if w in ("|", ">", "&&", ";", "2>&1")), len(words))
@@ -138,6 +144,13 @@ def parse_command(line: str) -> None:
             ctx.fail(f"{ctx.command_path} needs a sub-command")
         name, cmd, rest = cmd.resolve_command(ctx, rest)
         ctx = cmd.make_context(name, rest, parent=ctx)
+    if ctx.command_path in ("mnistlab train", "mnistlab summary") and not ctx.params.get("resume"):
+        recipe = ctx.params.get("name") or ctx.params.get("model")
+        try:
+            cfg = resolve_run_config(recipe, parse_assignments(list(ctx.params.get("set_") or ())))
+            create_model(cfg.model, cfg.model_config)
+        except MnistlabError as e:
+            ctx.fail(str(e))
 
 
 def commands_in(path: Path) -> list[str]:
@@ -159,7 +172,7 @@ def commands_in(path: Path) -> list[str]:
     return found
 
 
-DOC_FILES = ["README.md", "docs/seeds.md"]
+DOC_FILES = ["README.md", "README.zh-CN.md", "docs/seeds.md"]
 
 
 @pytest.mark.parametrize("doc", DOC_FILES)
@@ -183,6 +196,8 @@ def test_every_command_in_the_doc_parses(doc):
         "mnistlab study rn baseline",
         "mnistlab show feature-maps r",
         "mnistlab show",
+        "mnistlab train mlp --set model.hiden=2048",
+        "mnistlab train nosuchnet",
     ],
 )
 def test_the_checker_rejects_what_the_cli_rejects(line):
