@@ -38,6 +38,20 @@ def test_seeds_page_is_generated_from_the_committed_reports():
     )
 
 
+def test_the_command_prints_the_page_and_writes_it(tmp_path):
+    import sys
+
+    run = [sys.executable, "-m", "mnistlab", "study", "seeds"]
+    printed = subprocess.run(run, capture_output=True, text=True, check=True, timeout=120).stdout
+    assert printed == SEEDS_PAGE.read_text(encoding="utf-8")
+    out = tmp_path / "elsewhere" / "seeds.md"
+    subprocess.run([*run, "--out", str(out)], capture_output=True, check=True, timeout=120)
+    written = out.read_text(encoding="utf-8")
+    assert "## Seed 004: Why does the CNN not read my digits?" in written
+    link = re.search(r"\[dnn-dropout\]\(([^)]+)\)", written).group(1)  # relative to where it was written
+    assert (out.parent / link).resolve() == (REPORTS / "dnn-dropout.md").resolve()
+
+
 def test_every_seed_experiment_is_on_the_page_in_order():
     s = seeds.load_seeds()
     ids = s.ids()

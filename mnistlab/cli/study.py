@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 from pathlib import Path
 
 import typer
@@ -112,7 +113,7 @@ def register(app: typer.Typer) -> None:
         if out_path is None:
             s = seeds.load_seeds()
             seeds.check(s)
-            out.print(seeds.render(s, reports), markup=False, end="")
+            sys.stdout.write(seeds.render(s, reports))  # as is: rich would wrap the lines
             return
         out.print(f"written to {seeds.write(out_path, reports)}")
 
