@@ -186,7 +186,7 @@ def commands_in(path: Path) -> list[str]:
     return found
 
 
-DOC_FILES = ["README.md", "README.zh-CN.md", "docs/seeds.md"]
+DOC_FILES = ["README.md", "README.zh-CN.md", "docs/seeds.md", "docs/tutorial.md"]
 
 
 @pytest.mark.parametrize("doc", DOC_FILES)
@@ -264,3 +264,16 @@ def test_no_published_file_names_a_path_outside_the_repository():
         if any(s in line for s in _OUTSIDE)
     ]
     assert not hits, "\n".join(hits)
+
+
+def test_every_relative_link_and_image_in_the_docs_exists():
+    pages = [ROOT / "README.md", ROOT / "README.zh-CN.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    broken = []
+    for page in pages:
+        prose = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+        for href in re.findall(r"\]\(([^)\s]+)\)", prose):
+            if re.match(r"^[a-z]+:", href) or href.startswith("#"):
+                continue
+            if not (page.parent / href.split("#")[0]).exists():
+                broken.append(f"{page.relative_to(ROOT)}: {href}")
+    assert not broken, "\n".join(broken)
