@@ -269,7 +269,8 @@ def _ours(e: Experiment, reports: Path, out_dir: Path) -> list[str]:
 
     md: list[str] = []
     rows: list[tuple[str, str, dict[str, str]]] = []  # (study, variant, cells)
-    missing: list[str] = []
+    missing: list[str] = []  # studies without a committed report
+    unreported: list[str] = []  # variants the report's table does not have (not run when it was written)
     sources: list[str] = []
     for ref in e.studies:
         study = load_study(ref.study)
@@ -277,13 +278,18 @@ def _ours(e: Experiment, reports: Path, out_dir: Path) -> list[str]:
         if not report.is_file():
             missing.append(ref.study)
             continue
-        _, table = read_report_table(report.read_text(encoding="utf-8"))
+        try:
+            _, table = read_report_table(report.read_text(encoding="utf-8"))
+        except SeedsError as err:
+            raise SeedsError(f"{report}: {err}") from None
         link = Path(os.path.relpath(report, out_dir)).as_posix()
         if f"[{ref.study}]({link})" not in sources:
             sources.append(f"[{ref.study}]({link})")
         for v in ref.variants or tuple(study.variant_names()):
             if v in table:
                 rows.append((ref.study, v, table[v]))
+            else:
+                unreported.append(f"`{ref.study}` {v}")
     if rows:
         extras = []
         for _, _, c in rows:
@@ -300,9 +306,12 @@ def _ours(e: Experiment, reports: Path, out_dir: Path) -> list[str]:
         for study, v, c in rows:
             md.append("| " + " | ".join([f"`{study}`", v, *(c.get(h, "–") for h in header[2:])]) + " |")
         md.append("")
+    if unreported:
+        md += [f"Not in the committed report (not run when it was written): {', '.join(unreported)}.", ""]
+    studies_page = Path(os.path.relpath(reports.parent / "studies.md", out_dir)).as_posix()
     for name in missing:
         md += [
-            f"Ours: study `{name}` has no full-size report yet (see [docs/studies.md](studies.md#results-at-full-size) "
+            f"Ours: study `{name}` has no full-size report yet (see [docs/studies.md]({studies_page}#results-at-full-size) "
             "for what it costs); `--quick` runs it in seconds as a smoke check.",
             "",
         ]

@@ -69,6 +69,20 @@ def test_page_quotes_the_report_tables():
     assert f"| `dnn-dropout` | p0.99 | {table['p0.99']['runs']} | {cell} |" in SEEDS_PAGE.read_text(encoding="utf-8")
 
 
+def test_page_says_what_the_reports_lack(tmp_path):
+    reports = tmp_path / "studies"
+    reports.mkdir()
+    for md in REPORTS.glob("*.md"):
+        if md.stem != "dnn-dropout":  # a study without a report
+            (reports / md.name).write_text(md.read_text(encoding="utf-8"), encoding="utf-8")
+    mlp = (reports / "mlp-ablation.md").read_text(encoding="utf-8")
+    (reports / "mlp-ablation.md").write_text(re.sub(r"\n\| batch-32 \|[^\n]*", "", mlp), encoding="utf-8")
+    text = seeds.render(seeds.load_seeds(), reports, tmp_path / "seeds.md")
+    assert "Not in the committed report (not run when it was written): `mlp-ablation` batch-32." in text
+    assert "study `dnn-dropout` has no full-size report yet" in text
+    assert "| `mlp-ablation` | batch-512 |" in text and "| `dnn-dropout` |" not in text
+
+
 def test_check_catches_a_seed_number_the_page_does_not_quote():
     text = (ROOT / "mnistlab" / "seeds.toml").read_text(encoding="utf-8")
     assert "0.9186" in text
