@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from mnistlab import runs
+from mnistlab import runs, threads
 from mnistlab.data import MNIST
 from mnistlab.dataset import Split
 from mnistlab.experiment import run_experiment
@@ -233,7 +233,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     info: dict[str, Any] = {
         "cpu": runs.cpu_model(),
         "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        **threads.current(),  # torch_threads and how they were chosen
         "torch": torch.__version__,
         "device": str(device),
         "python": platform.python_version(),
@@ -250,8 +250,9 @@ def machine_info(device: torch.device) -> dict[str, Any]:
 def machine_line(info: Mapping[str, Any]) -> str:
     gpu = f", GPU {info['gpu']}" if "gpu" in info else ""
     load = f", load average {info['load_avg_1min']:.2f}" if "load_avg_1min" in info else ""
+    chosen = f", chosen by {info['threads_chosen_by']}" if "threads_chosen_by" in info else ""
     return (
-        f"CPU {info['cpu']}, {info['cores']} cores ({info['torch_threads']} torch threads), "
+        f"CPU {info['cpu']}, {info['cores']} cores ({info['torch_threads']} torch threads{chosen}), "
         f"torch {info['torch']}, device {info['device']}{gpu}{load}"
     )
 

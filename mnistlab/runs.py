@@ -30,7 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mnistlab import checkpoint
+from mnistlab import checkpoint, threads
 from mnistlab.config import RunConfig, run_config_from_dict
 from mnistlab.errors import ConfigError, MnistlabError, RunError
 from mnistlab.models import create_model
@@ -134,7 +134,7 @@ def environment() -> dict[str, Any]:
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "load_avg_1min": load,
-        "torch_threads": torch.get_num_threads(),
+        **threads.current(),  # torch_threads and how they were chosen (they change wall times several-fold)
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
 

@@ -9,6 +9,16 @@ from pathlib import Path
 
 import pytest
 
+# One torch thread per test process (each xdist worker too), and for the `mnistlab` processes
+# tests start: with torch's default of one per core, two busy processes on two cores make a
+# run many times slower (mnistlab/threads.py), and the suite once took 31 minutes instead of 4.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MNISTLAB_THREADS", "1")
+
+from mnistlab import threads  # noqa: E402  (imports torch, after OMP_NUM_THREADS is set)
+
+threads.ensure()
+
 _SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "mnist"
 if not os.environ.get("MNISTLAB_DATA") and _SHARED.is_dir():
     os.environ["MNISTLAB_DATA"] = str(_SHARED)

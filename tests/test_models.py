@@ -6,7 +6,7 @@ import torch
 from mnistlab.errors import ConfigError
 from mnistlab.models import create_model, default_config, get_spec, keras_param_count, list_models, summarize
 
-# The seeds' model.summary() totals (SEEDS.md) and the counts they imply for the others.
+# The seeds' model.summary() totals (docs/seeds.md) and the counts they imply for the others.
 SEED_PARAMS = {
     "dnn": (25_450, 25_450),
     "cnn": (1_199_882, 1_199_882),

@@ -13,6 +13,7 @@ import sys
 
 import typer
 
+from mnistlab import threads as mthreads
 from mnistlab.errors import MnistlabError
 
 app = typer.Typer(
@@ -30,6 +31,20 @@ def _register_all() -> None:
             continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         module.register(app)
+
+
+@app.callback()
+def _threads(
+    threads: int = typer.Option(
+        None,
+        "--threads",
+        help="torch CPU threads for this command (default: the free cores, see mnistlab/threads.py; "
+        "or $MNISTLAB_THREADS).",
+    ),
+) -> None:
+    # Chosen before any command runs: torch's default collapses on a busy machine (threads.py).
+    # Not printed (bad input stays one line); run records and bench lines say what was chosen.
+    mthreads.ensure(threads)
 
 
 _register_all()

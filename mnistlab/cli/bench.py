@@ -7,11 +7,11 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-import torch
 import typer
 from rich.table import Table
 
-from mnistlab import bench
+from mnistlab import bench, runs
+from mnistlab import threads as mthreads
 from mnistlab.cli._common import DataDirOption, err, out, print_json
 from mnistlab.cli.core import load_data
 from mnistlab.config import parse_assignments
@@ -42,7 +42,9 @@ def register(app: typer.Typer) -> None:
             "it affordable); their accuracy is then the accuracy at that point, as the output says.",
         ),
         quick: bool = typer.Option(False, "--quick", help="Tiny slices, one epoch: seconds (for tests)."),
-        threads: int = typer.Option(0, help="torch CPU threads (0 = PyTorch's default: one per core)."),
+        threads: int = typer.Option(
+            0, help="torch CPU threads (0 = mnistlab's choice: `mnistlab --threads`, else the free cores)."
+        ),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
         out_path: Path = typer.Option(
             None, "--out", help="Markdown report to write (default docs/benchmarks.md; none with --quick)."
@@ -62,7 +64,7 @@ def register(app: typer.Typer) -> None:
         if threads < 0 or ref_seeds < 0:
             raise ConfigError(f"bad --threads {threads} or --ref-seeds {ref_seeds}")
         if threads:
-            torch.set_num_threads(threads)
+            mthreads.ensure(threads)
         dev = pick_device(device)
         mnist = load_data(data_dir)
         overrides = dict(bench.QUICK_OVERRIDES) if quick else {}
@@ -134,14 +136,16 @@ def register(app: typer.Typer) -> None:
         steps: int = typer.Option(20, help="Timed steps (after 3 warm-up steps)."),
         compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model first."),
         profile: bool = typer.Option(False, "--profile", help="Also print torch.profiler's top operators."),
-        threads: int = typer.Option(0, help="torch CPU threads (0 = PyTorch's default)."),
+        threads: int = typer.Option(
+            0, help="torch CPU threads (0 = mnistlab's choice: `mnistlab --threads`, else the free cores)."
+        ),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
     ) -> None:
         """Time one training step of a recipe on random data (ms/step, epoch estimate, profile)."""
         if steps < 1 or threads < 0:
             raise ConfigError(f"bad --steps {steps} or --threads {threads}")
         if threads:
-            torch.set_num_threads(threads)
+            mthreads.ensure(threads)
         r = bench.step_time(recipe, parse_assignments(set_), steps=steps, compile_model=compile_model, profile=profile)
         if json_out:
             print_json(r)
@@ -154,6 +158,50 @@ def register(app: typer.Typer) -> None:
         )
         if profile:
             out.print(r["profile"])
+
+    @app.command("bench-threads")
+    def bench_threads_cmd(
+        threads_list: str = typer.Option("1,2", "--thread-counts", help="Comma-separated torch thread counts."),
+        recipe: str = typer.Option("dnn", help="Recipe trained for one epoch in each trial."),
+        train_limit: int = typer.Option(12000, "--train-limit", help="Training images per trial."),
+        repeats: int = typer.Option(1, help="Rounds of every (threads, competitor) pair, interleaved."),
+        data_dir: str = typer.Option(None, "--data-dir", **DataDirOption),
+        json_out: bool = typer.Option(False, "--json", help="Print a JSON list of trials."),
+    ) -> None:
+        """One epoch with each thread count, alone and beside a competing training (threads.py's default)."""
+        counts = [mthreads.parse_threads(c.strip(), "--thread-counts") for c in threads_list.split(",") if c.strip()]
+        get_recipe(recipe)
+        if not counts or repeats < 1 or train_limit < 1:
+            raise ConfigError(
+                f"bad --thread-counts {threads_list!r}, --repeats {repeats} or --train-limit {train_limit}"
+            )
+
+        def show(t: dict) -> None:
+            if not json_out:
+                err.print(
+                    f"{t['threads']} thread(s), {'beside a competing training' if t['competitor'] else 'alone'}: "
+                    f"{t['train_seconds']:.1f}s training (process {t['process_wall_seconds']:.1f}s wall, "
+                    f"{t['process_cpu_seconds']:.1f}s CPU), test acc {t['test_acc']:.4f}, "
+                    f"load {t['load_avg_1min_at_start'] or float('nan'):.2f} at start"
+                )
+
+        trials = mthreads.measure(counts, recipe, train_limit, repeats, data_dir, on_trial=show)
+        if json_out:
+            print_json(trials)
+            return
+        table = Table(
+            "threads", "competitor", "training s", "process wall s", "process CPU s", "test acc", "load at start"
+        )
+        for t in trials:
+            table.add_row(
+                str(t["threads"]), "yes" if t["competitor"] else "no", f"{t['train_seconds']:.2f}",
+                f"{t['process_wall_seconds']:.1f}", f"{t['process_cpu_seconds']:.1f}", f"{t['test_acc']:.4f}",
+                f"{t['load_avg_1min_at_start'] or float('nan'):.2f}",
+            )  # fmt: skip
+        out.print(
+            f"{recipe}, 1 epoch on {train_limit:,} images; {mthreads.usable_cores()} usable cores; {runs.cpu_model()}"
+        )
+        out.print(table)
 
     @app.command("ensemble")
     def ensemble_cmd(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 from pathlib import Path
 
 import typer
@@ -104,6 +105,25 @@ def register(app: typer.Typer) -> None:
             table.add_row(*c)
         out.print(table)
         out.print(f"results: {root / 'results.md'}; report: mnistlab study report {name}{' --quick' if quick else ''}")
+
+    @study_app.command("seeds")
+    def seeds_cmd(
+        out_path: Path = typer.Option(
+            None, "--out", help="Write the page here (e.g. docs/seeds.md); default: print it."
+        ),
+        reports: Path = typer.Option(
+            None, "--reports", help="Folder of the study reports to quote (default: docs/studies of this checkout)."
+        ),
+    ) -> None:
+        """The seed experiments: what each asked and reported, the command that reruns it, our result."""
+        from mnistlab import seeds
+
+        if out_path is None:
+            s = seeds.load_seeds()
+            seeds.check(s)
+            sys.stdout.write(seeds.render(s, reports))  # as is: rich would wrap the lines
+            return
+        out.print(f"written to {seeds.write(out_path, reports)}")
 
     @study_app.command("report")
     def report_cmd(

@@ -7,7 +7,7 @@ name when unambiguous), the numbers the seed document reports for each variant, 
 section (tiny slices, one epoch) for tests and CI:
 
     title = "DNN + dropout"
-    seed_doc = "0.6"                  # the seed experiment it reruns (docs/seeds.md)
+    seed_doc = "0.6"                  # the experiment's number in docs/seeds.md (mnistlab/seeds.toml)
     about = "..."                     # one paragraph for the report
     recipe = "dnn"                    # base recipe (a model name or a registered recipe)
     metric = "test_acc"               # what the seed's numbers measure (test_acc or val_acc)

@@ -29,14 +29,13 @@ def _train_task(
     study_path: str | None, study_name: str, variant: str, cfg_dict: dict[str, Any], run_dir: str,
     data_dir: str | None, device: str | None, threads: int,
 ) -> dict[str, Any]:  # fmt: skip
-    import torch
-
+    from mnistlab import threads as mthreads
     from mnistlab.config import run_config_from_dict
     from mnistlab.data import load_mnist
     from mnistlab.studies import load_study
     from mnistlab.studies.runner import callbacks_for, run_one
 
-    torch.set_num_threads(threads)
+    mthreads.apply(mthreads.ThreadChoice(threads, "the Ray driver's count"))
     study = load_study(study_path if study_path else study_name)
     cfg = run_config_from_dict(cfg_dict)
     rd = Path(run_dir)

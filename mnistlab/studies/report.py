@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -440,6 +441,14 @@ def _environment(rows: list[Row]) -> str:
     return line + "."
 
 
+def seed_line(study: Study, dest: Path) -> str:
+    """The report's line naming its seed experiments, linked to docs/seeds.md."""
+    from mnistlab.seeds import link_from
+
+    first = study.seed_doc.replace("-", ",").split(",")[0].strip()
+    return f"Seed experiment(s): **{study.seed_doc}** (what they asked and reported: {link_from(dest, first)})."
+
+
 def write_report(study: Study, root: Path, dest: Path, quick: bool = False, html_too: bool = True) -> Path:
     """<dest>/<study>.md (+ .html) and its PNG figures; returns the Markdown file."""
     rows = collect(study, root)
@@ -455,7 +464,7 @@ def write_report(study: Study, root: Path, dest: Path, quick: bool = False, html
     cmd = f"mnistlab study run {study.name} --seeds {max(seeds)}" + (" --quick" if quick else "")
     md = [f"# Study `{study.name}`: {study.title}", ""]
     if study.seed_doc:
-        md.append(f"Seed experiment(s): **{study.seed_doc}** (see [docs/seeds.md](../seeds.md)).")
+        md.append(seed_line(study, dest))
         md.append("")
     if study.about:
         md += [study.about, ""]
@@ -500,9 +509,18 @@ def _html_table(header: list[str], cells: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+_MD_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+
+
+def inline_html(text: str) -> str:
+    """One Markdown paragraph of the report as HTML: code and bold marks dropped, links kept."""
+    escaped = html.escape(text.replace("`", "").replace("**", ""))
+    return _MD_LINK.sub(lambda m: f'<a href="{m.group(2)}">{m.group(1)}</a>', escaped)
+
+
 def _html(study: Study, header, cells, vh, vc, figures, md_text: str) -> str:
     paras = [p for p in md_text.split("\n## ")[0].split("\n\n")[1:] if p.strip()]
-    intro = "".join(f"<p>{html.escape(p.replace('`', '').replace('**', ''))}</p>" for p in paras)
+    intro = "".join(f"<p>{inline_html(p)}</p>" for p in paras)
     figs = "".join(
         f'<figure><img src="{html.escape(n)}" alt="{html.escape(c)}"><figcaption>{html.escape(c)}</figcaption></figure>'
         for n, c in figures

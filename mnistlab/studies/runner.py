@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mnistlab import checkpoint, runs
+from mnistlab import checkpoint, runs, threads
 from mnistlab.config import RunConfig, run_config_from_dict
 from mnistlab.data import MNIST, load_mnist
 from mnistlab.errors import ConfigError, RunError
@@ -109,6 +109,7 @@ def run_study(
     if address and executor != "ray":
         raise ConfigError("--address needs --executor ray")
     plan = validate(study, seeds, quick)  # every key and value checked before anything trains
+    threads.ensure()  # the CLI has chosen already; a library caller gets the same default
     root = study_root(study, quick, out)
     todo: list[tuple[int, Variant, int, RunConfig, Path]] = []
     for i, (v, s, cfg) in enumerate(plan, start=1):
