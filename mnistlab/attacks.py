@@ -455,3 +455,13 @@ def robustness_curve(
         ok = robust_predictions(model, x, y, eps, norm, steps, restarts, None, generator)
         rows.append({"eps": float(eps), "accuracy": float(ok.float().mean()), "n": len(y)})
     return rows
+
+
+def most_likely(probs: Tensor, labels: Tensor, digit: int, k: int) -> list[dict[str, Any]]:
+    """Seed 0.8: the `k` images that `probs` ((N, 10) softmax) rates most likely to be `digit`,
+    most likely first, as {"index", "prob", "label"} (the index into `probs` and `labels`)."""
+    p, idx = probs[:, digit].topk(min(k, len(probs)))
+    return [
+        {"index": int(i), "prob": float(q), "label": int(labels[i])}
+        for i, q in zip(idx.tolist(), p.tolist(), strict=True)
+    ]

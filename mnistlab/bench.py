@@ -15,8 +15,10 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,7 +28,7 @@ from mnistlab.data import MNIST
 from mnistlab.dataset import Split
 from mnistlab.experiment import run_experiment
 from mnistlab.models import create_model
-from mnistlab.recipes import get_recipe, resolve_run_config
+from mnistlab.recipes import DEFAULT_RECIPE, get_recipe, resolve_run_config
 from mnistlab.train import Callback, TrainState, autocast_bf16, evaluate, make_optimizer
 
 REFERENCE = "ref-pytorch"  # ratios are against this recipe
@@ -173,6 +175,51 @@ class _LazyProbe(Callback):
 
     def on_epoch_end(self, state: TrainState, metrics: dict[str, Any]) -> None:
         self.inner.on_epoch_end(state, metrics)
+
+
+def run_bench(
+    names: Sequence[str],
+    mnist: MNIST,
+    *,
+    seeds: int = 5,
+    ref_seeds: int = 0,
+    target: float = 0.99,
+    checks_per_epoch: int = 10,
+    stop_at_target: Sequence[str] = (),
+    quick: bool = False,
+    device: torch.device | None = None,
+    out_path: Path | None = None,
+    command: str = "mnistlab bench",
+    on_seed: Callable[[str, SeedResult], None] | None = None,
+) -> dict[str, Any]:
+    """`mnistlab bench`: inference speed of the default recipe, then every recipe of `names` over
+    `seeds` seeds (`ref_seeds` for the slow ref-* ones, 0 = as `seeds`), with the ratios to
+    ref-pytorch. Returns the report (what markdown_report renders); with `out_path`, writes it
+    there after every recipe, so a long benchmark cut short keeps what it measured."""
+    device = device or torch.device("cpu")
+    started = datetime.now(UTC)
+    inference = inference_speed(DEFAULT_RECIPE, repeats=3 if quick else 5, single=20 if quick else 200, device=device)
+    summaries: list[dict[str, Any]] = []
+    report: dict[str, Any] = {
+        "command": command, "date": started.strftime("%Y-%m-%d %H:%M UTC"), "machine": machine_info(device),
+        "target": target, "checks_per_epoch": checks_per_epoch, "stop_at_target": list(stop_at_target),
+        "quick": quick, "recipes": summaries, "inference": inference,
+    }  # fmt: skip
+    overrides = dict(QUICK_OVERRIDES) if quick else {}
+    for name in names:
+        n_seeds = ref_seeds if ref_seeds and name.startswith("ref-") else seeds
+        res = bench_recipe(
+            name, mnist, range(n_seeds), target=target, overrides=overrides, checks_per_epoch=checks_per_epoch,
+            stop_at_target=name in stop_at_target, device=device, on_seed=on_seed,
+        )  # fmt: skip
+        summaries.append(res.summary())
+        add_ratios(summaries)
+        if out_path is not None:
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            report["machine"] = machine_info(device)
+            out_path.write_text(markdown_report(report))
+            report["written_to"] = str(out_path)
+    return report
 
 
 def add_ratios(summaries: list[dict[str, Any]]) -> None:

@@ -56,6 +56,14 @@ def canonical(images: torch.Tensor) -> torch.Tensor:
     return images.unsqueeze(1).float() / 255.0
 
 
+def canonical_test(mnist: mdata.MNIST, cfg: DataConfig) -> Split:
+    """The test digits a run under `cfg` is tested on, as canonical digits (its first
+    `test_limit`, else all 10,000): what `prepare_splits` builds its test split from, and what
+    the apps hand a run's Predictor to re-test it, attack it or draw it."""
+    n_test = cfg.test_limit or len(mnist.test_labels)
+    return Split(canonical(mnist.test_images[:n_test]), mnist.test_labels[:n_test])
+
+
 def prepare_splits(mnist: mdata.MNIST, cfg: DataConfig, seed: int = 0) -> Splits:
     """Subset -> model_input -> validation split, train and test alike; `invert="add"` appends the
     inverted copy (seed 4.1) to the training images.
@@ -90,8 +98,8 @@ def prepare_splits(mnist: mdata.MNIST, cfg: DataConfig, seed: int = 0) -> Splits
         x, y = x[tr], y[tr]
     train = Split(transforms.with_channels(x, cfg.channels), y)
 
-    n_test = cfg.test_limit or len(mnist.test_labels)
-    t01, ty = canonical(mnist.test_images[:n_test]), mnist.test_labels[:n_test]
+    t = canonical_test(mnist, cfg)
+    t01, ty = t.x, t.y
     test = Split(model_input(t01, cfg, seed), ty)
     extra = {}
     if cfg.eval_inverted:  # the other polarity than the one the test set has

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
-from mnistlab import runs
 from mnistlab.data import MNIST
-from mnistlab.dataset import prepare_splits
+from mnistlab.dataset import canonical_test
 from mnistlab.errors import RunError
+from mnistlab.predictor import Predictor
 
 
 @dataclass
@@ -22,35 +22,28 @@ class EnsembleResult:
     n: int
 
 
-@torch.inference_mode()
-def softmax_outputs(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    model.eval()
-    device = next(model.parameters()).device
-    parts = [model(x[i : i + batch_size].to(device)).float().softmax(1).cpu() for i in range(0, len(x), batch_size)]
-    return torch.cat(parts) if parts else torch.zeros(0, 10)
-
-
 def evaluate_ensemble(refs: Sequence[str | Path], mnist: MNIST, device: torch.device | str = "cpu") -> EnsembleResult:
-    """Each run is tested on the test split its own data config builds (a run trained on inverted
-    digits sees inverted test digits); the splits must hold the same labels in the same order."""
+    """Each run reads its own test digits (its test_limit) through its Predictor, which builds the
+    input the run was trained on (a run trained on inverted digits sees inverted test digits);
+    the runs must be tested on the same labels in the same order."""
     if len(refs) < 2:
         raise RunError("an ensemble needs at least two runs")
     probs_sum: torch.Tensor | None = None
     labels: torch.Tensor | None = None
     paths, member_acc = [], []
     for ref in refs:
-        loaded = runs.load_run(ref, device)
-        test = prepare_splits(mnist, loaded.config.data, loaded.config.seed).test
+        p = Predictor.load(ref, device)
+        test = canonical_test(mnist, p.config.data)
         if labels is not None and not torch.equal(labels, test.y):
             raise RunError(
-                f"{loaded.path} is tested on different images than {paths[0]} "
-                "(data.test_limit or the data variant differs); ensemble runs of the same test set"
+                f"{p.path} is tested on different images than {paths[0]} "
+                "(data.test_limit differs); ensemble runs of the same test set"
             )
         labels = test.y
-        probs = softmax_outputs(loaded.model, test.x)
+        probs = p.probs(test.x, batch_size=1000)
         member_acc.append(float((probs.argmax(1) == labels).float().mean()))
         probs_sum = probs if probs_sum is None else probs_sum + probs
-        paths.append(loaded.path)
+        paths.append(p.path)
     assert probs_sum is not None and labels is not None
     acc = float((probs_sum.argmax(1) == labels).float().mean())
     return EnsembleResult(paths, member_acc, acc, len(labels))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,13 +12,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from mnistlab import runs
+from mnistlab import checkpoint, runs
 from mnistlab.checkpoint import Checkpoint
 from mnistlab.config import RunConfig
 from mnistlab.data import MNIST, load_mnist
 from mnistlab.dataset import Splits, prepare_splits
-from mnistlab.errors import ConfigError
+from mnistlab.errors import ConfigError, RunError
 from mnistlab.models import create_model, keras_param_count
+from mnistlab.recipes import resolve_run_config
 from mnistlab.train import (
     Callback,
     TrainResult,
@@ -112,3 +114,79 @@ def run_experiment(
     if record:
         runs.write_result(run_dir, model, cfg.model, result)
     return Outcome(cfg, model, splits, tr, result, run_dir if record else None)
+
+
+# --------------------------------------------------------------------------------------------
+# `mnistlab train`: a new run or the rest of an interrupted one, stopped cleanly by Ctrl-C
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """A run to train: a new one, or (`resume`) the rest of an interrupted one."""
+
+    name: str  # the recipe or model the run folder is named after
+    config: RunConfig
+    run_dir: Path | None = None  # None: a new folder under the runs root (see `folder`)
+    resume: Checkpoint | None = None
+
+    def folder(self) -> TrainPlan:
+        """This plan with its run folder made: the one given, else a new runs/NAME-TIME-sSEED."""
+        if self.run_dir is not None:
+            return self
+        return dataclasses.replace(self, run_dir=runs.new_run_dir(self.name, self.config.seed))
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM turned into one) stopped training; the run folder keeps every completed
+    epoch. A KeyboardInterrupt, so code that only knows those still stops."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.epochs_done = len(runs.read_history(run_dir))
+        super().__init__(
+            f"{run_dir} holds {self.epochs_done} completed epoch(s); continue with: mnistlab train --resume {run_dir}"
+        )
+
+
+def plan_training(
+    name: str,
+    overrides: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    *,
+    run_dir: Path | None = None,
+    resume: str | Path | None = None,
+) -> TrainPlan:
+    """The run `mnistlab train` is asked for: `name` (a recipe or model) with `overrides` and
+    `seed`, into `run_dir` (default: a new folder, made by `TrainPlan.folder`); or, with `resume`
+    (a run folder or name), the rest of that interrupted run under its own recorded config, so
+    nothing else may be given (a ConfigError) and a complete run is a RunError. Makes no folder."""
+    if resume is None:
+        return TrainPlan(name, resolve_run_config(name, overrides, seed), run_dir)
+    if overrides or run_dir is not None:
+        raise ConfigError("--resume continues a run with its own recorded config; drop the other options")
+    folder = runs.resolve_run(resume)
+    if runs.is_complete(folder):
+        raise RunError(f"{folder} is already complete (it has a result.json)")
+    cfg = runs.load_run_config(folder)
+    return TrainPlan(cfg.model, cfg, folder, checkpoint.load(folder / checkpoint.CHECKPOINT))
+
+
+def train_run(
+    plan: TrainPlan,
+    *,
+    mnist: MNIST | None = None,
+    data_dir: str | Path | None = None,
+    device: str | torch.device | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> Outcome:
+    """Train `plan` into its run folder and record it (run_experiment). An interrupt during
+    training becomes a TrainingInterrupted naming the folder, what it holds and how to go on."""
+    plan = plan.folder()
+    assert plan.run_dir is not None
+    try:
+        return run_experiment(
+            plan.config, run_dir=plan.run_dir, data_dir=data_dir, device=device, callbacks=callbacks,
+            mnist=mnist, resume=plan.resume,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(plan.run_dir) from None

@@ -35,7 +35,6 @@ def reader_run(mnist, tmp_path_factory):
     from mnistlab.experiment import run_experiment
     from mnistlab.recipes import resolve_run_config
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     cfg = resolve_run_config(
         "robust",
         {"data.train_limit": 10000, "data.test_limit": 1000, "train.epochs": 1, "model.widths": "16,32"},

@@ -165,6 +165,7 @@ CORE = [
     "attacks",  # the attack primitives adversarial training uses (the attack commands are an app)
     "dataset",
     "checkpoint",
+    "threads",  # the thread count a run uses (recorded in every run)
     "train",
     "runs",
     "experiment",

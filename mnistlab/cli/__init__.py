@@ -1,8 +1,11 @@
 """The `mnistlab` command. A thin layer: parse, call the library, print.
 
-Each module in this package defines `register(app)`; they are found automatically, so a new
-command group is a new file here, nothing else. Errors of the library (MnistlabError) become one
-line on stderr and exit status 1; Ctrl-C keeps what was recorded and exits non-zero.
+Each module in this package defines its commands as plain module-level functions (typer options
+in `Annotated` types, real Python defaults: `from mnistlab.cli.core import train; train("dnn",
+epochs=1)` works) and a `register(app)` that only registers them. Modules are found
+automatically, so a new command group is a new file here, nothing else. Errors of the library
+(MnistlabError) become one line on stderr and exit status 1; Ctrl-C keeps what was recorded and
+exits non-zero.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
+from typing import Annotated
 
 import typer
 
@@ -35,12 +39,14 @@ def _register_all() -> None:
 
 @app.callback()
 def _threads(
-    threads: int = typer.Option(
-        None,
-        "--threads",
-        help="torch CPU threads for this command (default: the free cores, see mnistlab/threads.py; "
-        "or $MNISTLAB_THREADS).",
-    ),
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            help="torch CPU threads for this command (default: the free cores, see mnistlab/threads.py; "
+            "or $MNISTLAB_THREADS).",
+        ),
+    ] = None,
 ) -> None:
     # Chosen before any command runs: torch's default collapses on a busy machine (threads.py).
     # Not printed (bad input stays one line); run records and bench lines say what was chosen.

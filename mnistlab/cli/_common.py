@@ -1,12 +1,15 @@
-"""Helpers shared by the command modules: consoles, progress bars, JSON output."""
+"""Helpers shared by the command modules: consoles, progress bars, JSON output, the options
+several commands take (as `Annotated` types: `data_dir: DataDir = None`)."""
 
 from __future__ import annotations
 
 import json
+import signal
 import sys
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -21,6 +24,21 @@ if not err.is_terminal:
     err = Console(stderr=True, highlight=False, width=160)
 
 DataDirOption = dict(help="Folder holding the MNIST IDX files (default: $MNISTLAB_DATA, then the cache).")
+DataDir = Annotated[str | None, typer.Option("--data-dir", **DataDirOption)]
+Device = Annotated[str | None, typer.Option(help="cpu or cuda.")]
+DeviceOrCuda = Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when present).")]
+SetOverrides = Annotated[list[str] | None, typer.Option("--set", help="Config override KEY=VALUE (repeatable).")]
+JsonObject = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def sigterm_as_interrupt() -> None:
+    """From now on SIGTERM (a scheduler, `kill`) stops this process like Ctrl-C does, so a
+    long command keeps what it recorded and says how to continue."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 def print_json(obj: Any) -> None:

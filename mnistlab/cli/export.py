@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from mnistlab.cli._common import DataDirOption, err, out, print_json
+from mnistlab.cli._common import DataDir, JsonObject, err, out, print_json
 
-RunArgument = dict(help="A run folder, its name under the runs root, or `default` (the handwriting model).")
+RunArgument = Annotated[
+    str, typer.Argument(help="A run folder, its name under the runs root, or `default` (the handwriting model).")
+]
+Opset = Annotated[int | None, typer.Option("--opset", help="ONNX opset, 11..20 (default 17).")]
 
 
 def _run_path(run: str) -> str | Path:
@@ -23,15 +27,18 @@ def _run_path(run: str) -> str | Path:
 
 
 def export_cmd(
-    run: str = typer.Argument(..., **RunArgument),
-    dest: Path = typer.Argument(..., help="The file to write, e.g. model.onnx (TorchScript: model.pt)."),
-    fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
-    opset: int = typer.Option(None, "--opset", help="ONNX opset, 11..20 (default 17)."),
-    test_digits: int = typer.Option(
-        0, "--test-digits", help="Also read the first N MNIST test digits with the file and with PyTorch, and compare."
-    ),
-    data_dir: str = typer.Option(None, "--data-dir", **DataDirOption),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    run: RunArgument,
+    dest: Annotated[Path, typer.Argument(help="The file to write, e.g. model.onnx (TorchScript: model.pt).")],
+    fmt: Annotated[str, typer.Option("--format", help="onnx or torchscript.")] = "onnx",
+    opset: Opset = None,
+    test_digits: Annotated[
+        int,
+        typer.Option(
+            "--test-digits", help="Also read the first N MNIST test digits with the file and with PyTorch, and compare."
+        ),
+    ] = 0,
+    data_dir: DataDir = None,
+    json_out: JsonObject = False,
 ) -> None:
     """Export a run as one file taking the canonical digit (N, 1, 28, 28) and giving probabilities (N, 10)."""
     from mnistlab.errors import ConfigError
@@ -62,13 +69,18 @@ def export_cmd(
 
 
 def export_web_cmd(
-    run: str = typer.Argument(..., **RunArgument),
-    dest: Path = typer.Argument(..., help="The folder to write the page into (new, empty, or an earlier export-web)."),
-    opset: int = typer.Option(None, "--opset", help="ONNX opset, 11..20 (default 17)."),
-    ort_dir: Path = typer.Option(
-        None, "--ort-dir", help="A copy of onnxruntime-web's dist/ files to use instead of fetching it with npm."
-    ),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object (mnistlab-export.json)."),
+    run: RunArgument,
+    dest: Annotated[
+        Path, typer.Argument(help="The folder to write the page into (new, empty, or an earlier export-web).")
+    ],
+    opset: Opset = None,
+    ort_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--ort-dir", help="A copy of onnxruntime-web's dist/ files to use instead of fetching it with npm."
+        ),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object (mnistlab-export.json).")] = False,
 ) -> None:
     """Write a static page that reads a drawn digit in the browser (onnxruntime-web), for any static host."""
     from mnistlab.export import DEFAULT_OPSET

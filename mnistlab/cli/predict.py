@@ -1,26 +1,33 @@
-"""Reading people's handwriting: predict, evaluate-images, evaluate-uci, make-pages, score-pages."""
+"""Reading people's handwriting: predict, evaluate-images, evaluate-uci, make-pages, score-pages.
+
+The handwriting package (PIL, SciPy: a third of a second) is imported inside the commands, so
+the other commands start without it."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
 
-from mnistlab.cli._common import DataDirOption, err, out, print_json
+from mnistlab import runs
+from mnistlab.cli._common import DataDir, JsonObject, err, out, print_json
+from mnistlab.cli.core import load_data
 from mnistlab.predictor import Predictor
+from mnistlab.train import pick_device
 
 RunOption = dict(
     help="A run folder or name to read with (default: your newest `robust` run, else the cached one, trained on first use)."
 )
+ReaderRun = Annotated[str | None, typer.Option("--run", **RunOption)]
 
 
 def load_reader(run: str | None, data_dir: str | None = None) -> Predictor:
     """The Predictor to read with: `--run`, else the default reader (trained once, with a bar)."""
-    from mnistlab import runs
     from mnistlab.handwriting.model import default_predictor, default_reader_dir
-    from mnistlab.train import pick_device
 
     if run:
         return Predictor.load(run, pick_device())
@@ -47,122 +54,120 @@ def load_reader(run: str | None, data_dir: str | None = None) -> Predictor:
         progress.stop()
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("predict")
-    def predict_cmd(
-        paths: list[Path] = typer.Argument(..., help="Image files or folders of them."),
-        run: str = typer.Option(None, "--run", **RunOption),
-        json_out: bool = typer.Option(False, "--json", help="One JSON object per file (JSON Lines)."),
-        explain: Path = typer.Option(
-            None, "--explain", help="Draw the steps to this PNG (with several files: OUT-<n>.png)."
-        ),
-        data_dir: str = typer.Option(None, "--data-dir", **DataDirOption),
-    ) -> None:
-        """Read the digits in photos, scans or canvas drawings: one line (or JSON object) per file."""
-        from mnistlab.handwriting.explain import explain_figure
-        from mnistlab.handwriting.images import expand_paths
-        from mnistlab.handwriting.reader import NO_DIGIT, read_images
+load_reader_model = load_reader  # the name cli/serve.py imports (it only trains the default once)
 
-        predictor = load_reader(run, data_dir)
-        files = expand_paths(list(paths))
-        failed = 0
-        for i, r in enumerate(read_images(files, predictor)):
-            if isinstance(r, Exception):
-                failed += 1
-                if json_out:
-                    print_json({"file": str(files[i]), "error": str(r)})
-                else:
-                    err.print(f"mnistlab: error: {r}")
-                continue
+
+def predict(
+    paths: Annotated[list[Path], typer.Argument(help="Image files or folders of them.")],
+    run: ReaderRun = None,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object per file (JSON Lines).")] = False,
+    explain: Annotated[
+        Path | None,
+        typer.Option("--explain", help="Draw the steps to this PNG (with several files: OUT-<n>.png)."),
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Read the digits in photos, scans or canvas drawings: one line (or JSON object) per file."""
+    from mnistlab.handwriting.explain import explain_figure
+    from mnistlab.handwriting.images import expand_paths
+    from mnistlab.handwriting.reader import NO_DIGIT, read_images
+
+    predictor = load_reader(run, data_dir)
+    files = expand_paths(list(paths))
+    failed = 0
+    for i, r in enumerate(read_images(files, predictor)):
+        if isinstance(r, Exception):
+            failed += 1
             if json_out:
-                print_json(r.to_json())
-            elif not r.found:
-                out.print(f"{r.file}: {NO_DIGIT}")
+                print_json({"file": str(files[i]), "error": str(r)})
             else:
-                flag = f"  ({len(r.low_confidence)} low-confidence digit(s))" if r.low_confidence else ""
-                out.print(f"{r.file}: {r.text.replace(chr(10), ' / ')}{flag}")
-            if explain is not None:
-                target = explain if len(files) == 1 else explain.with_name(f"{explain.stem}-{i}{explain.suffix}")
-                explain_figure(files[i], r, target)
-                err.print(f"explained {r.file} in {target}")
-        if failed:
-            err.print(f"{failed} of {len(files)} file(s) failed")
-            raise typer.Exit(1)
-
-    @app.command("evaluate-images")
-    def evaluate_images_cmd(
-        folder: Path = typer.Argument(
-            ..., help="Folder of single-digit images, labelled by sub-folder 0..9 or name prefix."
-        ),
-        run: str = typer.Option(None, "--run", **RunOption),
-        gallery: Path = typer.Option(Path("misses.png"), help="Where to draw the misses."),
-        json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    ) -> None:
-        """Accuracy on your own labelled digit images: per class, confusion matrix, gallery of misses."""
-        from mnistlab.handwriting.evaluate import evaluate_images
-
-        predictor = load_reader(run)
-        summary, misses = evaluate_images(folder, predictor)
-        _report(summary, misses, gallery, json_out, str(folder))
-
-    @app.command("evaluate-uci")
-    def evaluate_uci_cmd(
-        run: str = typer.Option(None, "--run", **RunOption),
-        upscale: int = typer.Option(4, help="Scale the 8x8 digits up this many times (bicubic), like a small scan."),
-        gallery: Path = typer.Option(None, help="Draw the misses to this PNG."),
-        json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    ) -> None:
-        """Accuracy on scikit-learn's UCI digits (1,797 digits by 43 people), through the reading pipeline."""
-        from mnistlab.handwriting.evaluate import evaluate_uci
-
-        predictor = load_reader(run)
-        summary, misses = evaluate_uci(predictor, upscale)
-        _report(summary, misses, gallery, json_out, f"UCI digits x{upscale}")
-
-    @app.command("make-pages")
-    def make_pages_cmd(
-        out_dir: Path = typer.Argument(..., help="Folder to write pages and truth.json into."),
-        n: int = typer.Option(20, "--n", help="Number of pages."),
-        seed: int = typer.Option(0, help="Random seed (pages are a pure function of it)."),
-        data_dir: str = typer.Option(None, "--data-dir", **DataDirOption),
-    ) -> None:
-        """Make realistic test pages from MNIST TEST digits (dark ink on paper, camera effects) with ground truth."""
-        from mnistlab.cli.core import load_data
-        from mnistlab.handwriting.pages import make_pages
-
-        truth = make_pages(load_data(data_dir), out_dir, n, seed)
-        digits = sum(len(x) for t in truth for x in t["lines"])
-        out.print(f"wrote {len(truth)} pages ({digits} digits) and truth.json to {out_dir}")
-
-    @app.command("score-pages")
-    def score_pages_cmd(
-        folder: Path = typer.Argument(..., help="A folder made by make-pages."),
-        run: str = typer.Option(None, "--run", **RunOption),
-        json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
-        verbose: bool = typer.Option(False, "-v", help="Show every page's truth and reading."),
-    ) -> None:
-        """Read make-pages pages and score them: digit accuracy and lines read exactly."""
-        from mnistlab.handwriting.evaluate import score_pages
-
-        predictor = load_reader(run)
-
-        def show(p: dict) -> None:
-            if verbose and p["digit_errors"]:
-                err.print(f"{p['file']}: {p['digit_errors']} error(s)\n  truth {p['truth']!r}\n  read  {p['read']!r}")
-
-        s = score_pages(folder, predictor, show)
+                err.print(f"mnistlab: error: {r}")
+            continue
         if json_out:
-            print_json(s)
-            return
-        out.print(
-            f"{s['pages']} pages: digit accuracy {s['digit_acc']:.4f} ({s['digits'] - s['digit_errors']}/{s['digits']}), "
-            f"lines read exactly {s['line_acc']:.4f} ({s['lines_exact']}/{s['lines']}), failed files {s['failed']}"
-        )
+            print_json(r.to_json())
+        elif not r.found:
+            out.print(f"{r.file}: {NO_DIGIT}")
+        else:
+            flag = f"  ({len(r.low_confidence)} low-confidence digit(s))" if r.low_confidence else ""
+            out.print(f"{r.file}: {r.text.replace(chr(10), ' / ')}{flag}")
+        if explain is not None:
+            target = explain if len(files) == 1 else explain.with_name(f"{explain.stem}-{i}{explain.suffix}")
+            explain_figure(files[i], r, target)
+            err.print(f"explained {r.file} in {target}")
+    if failed:
+        err.print(f"{failed} of {len(files)} file(s) failed")
+        raise typer.Exit(1)
+
+
+def evaluate_images(
+    folder: Annotated[
+        Path, typer.Argument(help="Folder of single-digit images, labelled by sub-folder 0..9 or name prefix.")
+    ],
+    run: ReaderRun = None,
+    gallery: Annotated[Path, typer.Option(help="Where to draw the misses.")] = Path("misses.png"),
+    json_out: JsonObject = False,
+) -> None:
+    """Accuracy on your own labelled digit images: per class, confusion matrix, gallery of misses."""
+    from mnistlab.handwriting import evaluate as hw_evaluate
+
+    summary, misses = hw_evaluate.evaluate_images(folder, load_reader(run))
+    _report(summary, misses, gallery, json_out, str(folder))
+
+
+def evaluate_uci(
+    run: ReaderRun = None,
+    upscale: Annotated[
+        int, typer.Option(help="Scale the 8x8 digits up this many times (bicubic), like a small scan.")
+    ] = 4,
+    gallery: Annotated[Path | None, typer.Option(help="Draw the misses to this PNG.")] = None,
+    json_out: JsonObject = False,
+) -> None:
+    """Accuracy on scikit-learn's UCI digits (1,797 digits by 43 people), through the reading pipeline."""
+    from mnistlab.handwriting import evaluate as hw_evaluate
+
+    summary, misses = hw_evaluate.evaluate_uci(load_reader(run), upscale)
+    _report(summary, misses, gallery, json_out, f"UCI digits x{upscale}")
+
+
+def make_pages(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write pages and truth.json into.")],
+    n: Annotated[int, typer.Option("--n", help="Number of pages.")] = 20,
+    seed: Annotated[int, typer.Option(help="Random seed (pages are a pure function of it).")] = 0,
+    data_dir: DataDir = None,
+) -> None:
+    """Make realistic test pages from MNIST TEST digits (dark ink on paper, camera effects) with ground truth."""
+    from mnistlab.handwriting import pages
+
+    truth = pages.make_pages(load_data(data_dir), out_dir, n, seed)
+    digits = sum(len(x) for t in truth for x in t["lines"])
+    out.print(f"wrote {len(truth)} pages ({digits} digits) and truth.json to {out_dir}")
+
+
+def score_pages(
+    folder: Annotated[Path, typer.Argument(help="A folder made by make-pages.")],
+    run: ReaderRun = None,
+    json_out: JsonObject = False,
+    verbose: Annotated[bool, typer.Option("-v", help="Show every page's truth and reading.")] = False,
+) -> None:
+    """Read make-pages pages and score them: digit accuracy and lines read exactly."""
+    from mnistlab.handwriting import evaluate as hw_evaluate
+
+    def show(p: dict) -> None:
+        if verbose and p["digit_errors"]:
+            err.print(f"{p['file']}: {p['digit_errors']} error(s)\n  truth {p['truth']!r}\n  read  {p['read']!r}")
+
+    s = hw_evaluate.score_pages(folder, load_reader(run), show)
+    if json_out:
+        print_json(s)
+        return
+    out.print(
+        f"{s['pages']} pages: digit accuracy {s['digit_acc']:.4f} ({s['digits'] - s['digit_errors']}/{s['digits']}), "
+        f"lines read exactly {s['line_acc']:.4f} ({s['lines_exact']}/{s['lines']}), failed files {s['failed']}"
+    )
 
 
 def _report(summary: dict, misses: list, gallery: Path | None, json_out: bool, title: str) -> None:
-    from rich.table import Table
-
+    """Print an evaluate-* summary (and draw its misses to `gallery`)."""
     from mnistlab.handwriting.evaluate import misses_gallery
 
     if gallery is not None and misses:
@@ -184,3 +189,11 @@ def _report(summary: dict, misses: list, gallery: Path | None, json_out: bool, t
     if gallery is not None and misses:
         out.print(f"misses drawn in {gallery}")
     sys.stdout.flush()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("predict")(predict)
+    app.command("evaluate-images")(evaluate_images)
+    app.command("evaluate-uci")(evaluate_uci)
+    app.command("make-pages")(make_pages)
+    app.command("score-pages")(score_pages)
