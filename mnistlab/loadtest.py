@@ -38,11 +38,14 @@ def free_port(host: str = HOST) -> int:
         return s.getsockname()[1]
 
 
-def rss_mib(pid: int) -> float | None:
-    """Resident memory of process `pid` in MiB (Linux /proc), or None where unavailable."""
+def rss_mib(pid: int, field: str = "VmRSS") -> float | None:
+    """Resident memory of process `pid` in MiB (Linux /proc), or None where unavailable.
+
+    `field="VmHWM"` gives the peak resident memory since the process started (the kernel's own
+    high-water mark, exact where sampling could miss a short peak)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024  # the kernel reports kB
     except OSError:
         return None
@@ -215,3 +218,74 @@ def markdown_report(result: dict[str, Any], command: str, when: str, machine: st
         "",
     ]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# hostile use: what one client can do to the server (issue 21)
+
+# The checks' pass marks; docs/load.md and docs/hardening.md quote them.
+PEAK_RSS_LIMIT_MIB = 1536  # 16 concurrent 39.7 MP uploads: the server's peak resident memory
+RSS_RETURN_MIB = 100  # afterwards, back within this of where it started
+STOP_LIMIT_S = 2.0  # SIGTERM during a heavy request: the process is gone within this
+FOREIGN_FORMATS = ("EPS", "PS", "TGA", "ICO", "PCX", "PPM", "SGI", "DDS")
+
+
+def big_png(side: int = 6300, digit: np.ndarray | None = None) -> bytes:
+    """A side x side RGBA PNG (side 6300: 39.7 MP, just under the 40 MP cap) in ~0.2 MB: white
+    paper with one digit drawn across the middle third. Written row by row (zlib streaming), so
+    making it never holds the decoded picture."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    if digit is None:  # a plain "1"
+        digit = np.zeros((28, 28), np.uint8)
+        digit[4:24, 12:16] = 255
+    scale = max(1, side // 3 // 28)
+    x0 = (side - 28 * scale) // 2
+    white = np.full((side, 4), 255, np.uint8)
+    comp = zlib.compressobj(9)
+    parts = [b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 6, 0, 0, 0))]
+    data = []
+    for y in range(side):
+        row = white
+        if 0 <= y - x0 < 28 * scale:
+            row = white.copy()
+            row[x0 : x0 + 28 * scale, :3] = (255 - np.repeat(digit[(y - x0) // scale], scale))[:, None]
+        data.append(comp.compress(b"\0" + row.tobytes()))  # filter type 0 per row
+    data.append(comp.flush())
+    return b"".join([*parts, chunk(b"IDAT", b"".join(data)), chunk(b"IEND", b"")])
+
+
+def foreign_images() -> dict[str, bytes]:
+    """A small image in each format PIL can parse but the server must refuse unread (415).
+
+    EPS and PS are PostScript programs: PIL hands them to Ghostscript when it decodes them."""
+    import io
+
+    from PIL import Image
+
+    img = Image.new("RGB", (28, 28), "white")
+    out = {}
+    for fmt in FOREIGN_FORMATS:
+        if fmt == "PS":  # a bare PostScript program, as `gs` would run it
+            out[fmt] = (
+                b"%!PS-Adobe-3.0\n%%BoundingBox: 0 0 28 28\n%%EndComments\n0 0 moveto 28 28 lineto stroke\nshowpage\n"
+            )
+            continue
+        buf = io.BytesIO()
+        img.save(buf, fmt)
+        out[fmt] = buf.getvalue()
+    return out
+
+
+def fake_ghostscript(folder: Path) -> Path:
+    """A `gs` in `folder` that records every call in folder/gs-calls (and fails): put `folder`
+    first on PATH and the file's existence proves Ghostscript was invoked."""
+    folder.mkdir(parents=True, exist_ok=True)
+    gs = folder / "gs"
+    gs.write_text(f'#!/bin/sh\necho "$@" >> "{folder / "gs-calls"}"\nexit 1\n')
+    gs.chmod(0o755)
+    return folder / "gs-calls"

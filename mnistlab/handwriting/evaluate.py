@@ -16,14 +16,17 @@ from mnistlab.errors import DataError, MnistlabError
 from mnistlab.handwriting.images import ImageSource, expand_paths, load_grey
 from mnistlab.handwriting.normalize import _digit_mask, normalize_digit
 from mnistlab.handwriting.reader import classify, read_images
-from mnistlab.handwriting.segment import ink_map
+from mnistlab.handwriting.segment import WORK_SIDE, ink_map
 
 _PREFIX = re.compile(r"^([0-9])(?:[^0-9]|$)")
 
 
 def single_digit_crop(source: ImageSource | np.ndarray, name: str = "image") -> np.ndarray:
     """An image holding ONE digit -> its 28x28 crop (all ink found is that digit)."""
-    grey = np.clip(np.asarray(source, np.float32), 0, 1) if isinstance(source, np.ndarray) else load_grey(source, name)
+    if isinstance(source, np.ndarray):
+        grey = np.clip(np.asarray(source, np.float32), 0, 1)
+    else:
+        grey = load_grey(source, name, max_side=WORK_SIDE)
     im = ink_map(grey)
     return normalize_digit(im.ink, _digit_mask(im))
 

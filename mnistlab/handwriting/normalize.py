@@ -101,9 +101,12 @@ def preprocess_digit(img: ImageSource | np.ndarray) -> torch.Tensor:
     [0, 1], white on black, what an MNIST model expects. All ink found is taken as one digit.
     An image without ink gives an all-zero tensor (test `.max() == 0` for "no digit found").
     """
-    from mnistlab.handwriting.segment import ink_map
+    from mnistlab.handwriting.segment import WORK_SIDE, ink_map
 
-    grey = np.clip(np.asarray(img, dtype=np.float32), 0, 1) if isinstance(img, np.ndarray) else load_grey(img)
+    if isinstance(img, np.ndarray):
+        grey = np.clip(np.asarray(img, dtype=np.float32), 0, 1)
+    else:
+        grey = load_grey(img, max_side=WORK_SIDE)
     im = ink_map(grey)
     return torch.from_numpy(normalize_digit(im.ink, _digit_mask(im))).unsqueeze(0)
 

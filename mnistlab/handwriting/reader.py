@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from mnistlab.handwriting.images import ImageSource, load_grey
+from mnistlab.handwriting.images import GreyImage, ImageSource, load_image
 from mnistlab.handwriting.normalize import normalize_digit
-from mnistlab.handwriting.segment import Blob, InkMap, find_digits, ink_map
+from mnistlab.handwriting.segment import WORK_SIDE, Blob, InkMap, find_digits, ink_map
 
 LOW_CONFIDENCE = 0.7  # below this a digit is flagged (shown with "?")
 NO_DIGIT = "no digit found"
@@ -112,9 +112,14 @@ def _crop_blob(im: InkMap, labels: np.ndarray, b: Blob) -> np.ndarray:
 
 
 def segment_image(source: ImageSource | np.ndarray, name: str = "image") -> _Pending:
-    grey = np.clip(np.asarray(source, np.float32), 0, 1) if isinstance(source, np.ndarray) else load_grey(source, name)
-    h, w = grey.shape
-    im = ink_map(grey)
+    if isinstance(source, np.ndarray):
+        grey = np.clip(np.asarray(source, np.float32), 0, 1)
+        loaded = GreyImage(grey, grey.shape[1], grey.shape[0])
+    else:  # decoded at the digit finder's working size: a big photo never exists as floats
+        loaded = load_image(source, name, max_side=WORK_SIDE)
+    w, h = loaded.width, loaded.height
+    im = ink_map(loaded.grey)
+    im.scale *= loaded.scale  # working pixels per pixel of the image itself, so boxes are in its frame
     blobs, labels = find_digits(im)
     every = blobs + [piece for b in blobs for pieces in b.splits for piece in pieces]
     crops = np.stack([_crop_blob(im, labels, b) for b in every]) if every else np.zeros((0, 28, 28), np.float32)

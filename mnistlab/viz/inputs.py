@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from mnistlab import transforms
@@ -25,36 +24,17 @@ def pick_index(images: torch.Tensor, ref: str, what: str) -> int:
     return i
 
 
-def _simple_preprocess(path: Path) -> torch.Tensor:
-    """Grey, resized to 28x28, white ink on black (inverted when the background is light)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            grey = np.asarray(img.convert("L").resize((28, 28), Image.Resampling.LANCZOS), dtype=np.float32) / 255
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise ImageError(f"{path}: not a readable image ({type(e).__name__})") from None
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    if np.median(border) > 0.5:  # light paper, dark ink: MNIST is the other way round
-        grey = 1.0 - grey
-    return torch.from_numpy(grey).unsqueeze(0)
-
-
 def load_digit_image(path: str | Path) -> torch.Tensor:
     """An image file of one digit -> (1, 28, 28) float in [0, 1], white on black, MNIST-like.
 
-    Uses the handwriting pipeline (`mnistlab.handwriting`: crop, 20x20 fit, centre of mass,
-    stroke width) when it is available, else a plain grey/resize/invert. Raises ImageError.
+    Goes through the one image loader and the handwriting pipeline (`mnistlab.handwriting`:
+    format allow-list and caps, crop, 20x20 fit, centre of mass, stroke width). Raises ImageError.
     """
+    from mnistlab.handwriting.normalize import preprocess_digit
+
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"{path}: no such image file")
-    try:
-        from mnistlab.handwriting.normalize import preprocess_digit
-    except ImportError:
-        return _simple_preprocess(path)
     x = preprocess_digit(path)
     if float(x.max()) == 0.0:
         raise ImageError(f"{path}: no digit found (no ink on the page)")
