@@ -324,6 +324,18 @@ def test_generated_page_is_read(mnist, reader_run):
     json.dumps(r.to_json())  # serialisable
 
 
+def test_pages_enlarged_are_the_same_pages(mnist, tmp_path):
+    """`make-pages --size 2400x1800 --format png`: the seed's pages, twice as large, boxes with them."""
+    from mnistlab.handwriting.pages import make_pages
+
+    plain = make_pages(mnist, tmp_path / "plain", n=1, seed=3)
+    big = make_pages(mnist, tmp_path / "big", n=1, seed=3, size=(2400, 1800), fmt="png")
+    assert big[0]["file"] == "page-000.png" and big[0]["lines"] == plain[0]["lines"]
+    assert Image.open(tmp_path / "big" / "page-000.png").size == (2400, 1800)
+    for a, b in zip(plain[0]["digits"], big[0]["digits"], strict=True):
+        assert all(abs(2 * u - v) <= 1 for u, v in zip(a["box"], b["box"], strict=True))
+
+
 def test_score_page_counts_edits():
     assert score_page(["123", "45"], "123\n45") == {"digits": 5, "digit_errors": 0, "lines": 2, "lines_exact": 2}
     assert score_page(["123", "45"], "13\n475") == {"digits": 5, "digit_errors": 2, "lines": 2, "lines_exact": 0}

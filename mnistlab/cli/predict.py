@@ -122,13 +122,28 @@ def register(app: typer.Typer) -> None:
         out_dir: Path = typer.Argument(..., help="Folder to write pages and truth.json into."),
         n: int = typer.Option(20, "--n", help="Number of pages."),
         seed: int = typer.Option(0, help="Random seed (pages are a pure function of it)."),
+        size: str = typer.Option(
+            None, "--size", help="Enlarge each page to WIDTHxHEIGHT, e.g. 4000x3000 (a big photo)."
+        ),
+        fmt: str = typer.Option("jpg", "--format", help="jpg or png."),
         data_dir: str = typer.Option(None, "--data-dir", **DataDirOption),
     ) -> None:
         """Make realistic test pages from MNIST TEST digits (dark ink on paper, camera effects) with ground truth."""
         from mnistlab.cli.core import load_data
+        from mnistlab.errors import ConfigError
         from mnistlab.handwriting.pages import make_pages
 
-        truth = make_pages(load_data(data_dir), out_dir, n, seed)
+        wh = None
+        if size is not None:
+            try:
+                wh = tuple(int(v) for v in size.lower().split("x"))
+            except ValueError:
+                wh = ()
+            if len(wh) != 2 or not all(28 <= v <= 6000 for v in wh):
+                raise ConfigError(f"bad --size {size!r}: use WIDTHxHEIGHT, each 28..6000, e.g. 4000x3000")
+        if fmt not in ("jpg", "png"):
+            raise ConfigError(f"bad --format {fmt!r}: use jpg or png")
+        truth = make_pages(load_data(data_dir), out_dir, n, seed, size=wh, fmt=fmt)
         digits = sum(len(x) for t in truth for x in t["lines"])
         out.print(f"wrote {len(truth)} pages ({digits} digits) and truth.json to {out_dir}")
 
