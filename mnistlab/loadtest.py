@@ -89,13 +89,21 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def percentiles(ms: list[float]) -> dict[str, float]:
+    """Latency summary in ms (2 decimals): n, p50, p95, p99, max, mean; NaNs for no samples.
+
+    The one latency helper: `mnistlab loadtest` and `mnistlab serve --bench` both report with it."""
     if not ms:
-        return {"p50_ms": float("nan"), "p95_ms": float("nan"), "max_ms": float("nan")}
-    a = np.asarray(ms)
+        nan = float("nan")
+        return {"n": 0, "p50_ms": nan, "p95_ms": nan, "p99_ms": nan, "max_ms": nan, "mean_ms": nan}
+    a = np.asarray(ms, dtype=np.float64)
+    p50, p95, p99 = np.percentile(a, [50, 95, 99])
     return {
-        "p50_ms": round(float(np.percentile(a, 50)), 2),
-        "p95_ms": round(float(np.percentile(a, 95)), 2),
+        "n": len(a),
+        "p50_ms": round(float(p50), 2),
+        "p95_ms": round(float(p95), 2),
+        "p99_ms": round(float(p99), 2),
         "max_ms": round(float(a.max()), 2),
+        "mean_ms": round(float(a.mean()), 2),
     }
 
 
@@ -180,7 +188,7 @@ def run_loadtest(
         "error_kinds": errors,
         "seconds": round(wall, 2),
         "throughput_rps": round(done / wall, 1) if wall > 0 else float("nan"),
-        **percentiles(latencies),
+        **{k: v for k, v in percentiles(latencies).items() if k in ("p50_ms", "p95_ms", "max_ms")},
         "rss_before_mib": None if rss_before is None else round(rss_before, 1),
         "rss_after_mib": None if rss_after is None else round(rss_after, 1),
         "load_average_before": round(load_before, 2),
