@@ -37,15 +37,27 @@ def register(app: typer.Typer) -> None:
         time_limit: float = typer.Option(600.0, "--time-limit", help="Stop sending after this many seconds."),
         data_dir: str = typer.Option(None, "--data-dir", **DataDirOption),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+        hostile: bool = typer.Option(
+            False,
+            "--hostile",
+            help="Then the hostile checks (needs --run): 39.7 MP uploads at once, untrained model, foreign formats, "
+            "Host/Origin, SIGTERM under load.",
+        ),
+        big_side: int = typer.Option(6300, "--big-side", help="With --hostile: side of the big RGBA PNG uploads."),
+        big_concurrency: int = typer.Option(16, "--big-concurrency", help="With --hostile: big uploads at once."),
     ) -> None:
         """Start the server on 127.0.0.1, send N predict requests C at a time, stop it; report errors, latency, memory."""
         from mnistlab.cli.core import load_data
         from mnistlab.errors import ConfigError
-        from mnistlab.loadtest import markdown_report, run_loadtest
+        from mnistlab.loadtest import markdown_report, run_hostile, run_loadtest
         from mnistlab.web.bench import canvas_png
 
         if requests < 1 or concurrency < 1 or time_limit <= 0:
             raise ConfigError("--requests and --concurrency must be >= 1 and --time-limit > 0")
+        if hostile and run is None:
+            raise ConfigError("--hostile needs --run RUN (its server runs with an empty model cache)")
+        if not 28 <= big_side <= 6324 or big_concurrency < 1:  # 6324^2 is the 40 MP cap
+            raise ConfigError("--big-side must be within 28..6324 and --big-concurrency >= 1")
         mnist = load_data(data_dir)
         if not 0 <= digit < len(mnist.test_labels):
             raise ConfigError(f"bad --digit {digit}: use 0..{len(mnist.test_labels) - 1}")
@@ -56,11 +68,16 @@ def register(app: typer.Typer) -> None:
             image, expected, requests, concurrency, run=run, data_dir=data_dir, time_limit_s=time_limit
         )
         result["model"] = run or "the default of `mnistlab serve`"
+        checks = None
+        if hostile:
+            err.print(f"hostile checks: {big_concurrency} concurrent {big_side}x{big_side} uploads, then the rest")
+            checks = run_hostile(run, image, big_side, big_concurrency, data_dir=data_dir)
+            result["hostile"] = checks
         if out_path is not None:
             command = "mnistlab " + shlex.join(sys.argv[1:])
             when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
             out_path.parent.mkdir(parents=True, exist_ok=True)
-            out_path.write_text(markdown_report(result, command, when, _machine(), result["model"]))
+            out_path.write_text(markdown_report(result, command, when, _machine(), result["model"], checks))
         if json_out:
             print_json(result)
         else:
@@ -72,5 +89,9 @@ def register(app: typer.Typer) -> None:
                 f"server RSS {r['rss_before_mib']} -> {r['rss_after_mib']} MiB"
                 + (f"; report written to {out_path}" if out_path else "")
             )
-        if result["errors"] or result["not_sent"]:
+            for c in (checks or {}).get("checks", []):
+                out.print(
+                    f"{'ok  ' if c['ok'] else 'FAIL'} {c['check'].strip()}: {c['measured']} (expected {c['expected']})"
+                )
+        if result["errors"] or result["not_sent"] or (checks is not None and not checks["ok"]):
             raise typer.Exit(1)
