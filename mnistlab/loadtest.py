@@ -137,8 +137,11 @@ def run_loadtest(
     data_dir: str | None = None,
     time_limit_s: float = 600.0,
     start_timeout_s: float = 300.0,
+    server_args: list[str] | None = None,
 ) -> dict[str, Any]:
     """Load the local server with `requests` uploads of `image_png`; returns the measurements.
+
+    `server_args` go to `mnistlab serve` (e.g. ["--workers", "4"]).
 
     An answer counts as an error unless it is HTTP 200 with JSON digits (and, given
     `expected_text`, reads that text): a wrong reading under load would be an error too.
@@ -148,7 +151,7 @@ def run_loadtest(
     if requests < 1 or concurrency < 1:
         raise LoadTestError("--requests and --concurrency must be at least 1")
     port = free_port()
-    proc = _start_server(run, port, data_dir, start_timeout_s)
+    proc = _start_server(run, port, data_dir, start_timeout_s, server_args)
     url = f"http://{HOST}:{port}/api/predict"
     latencies: list[float] = []
     errors: dict[str, int] = {}

@@ -45,6 +45,7 @@ def register(app: typer.Typer) -> None:
         ),
         big_side: int = typer.Option(6300, "--big-side", help="With --hostile: side of the big RGBA PNG uploads."),
         big_concurrency: int = typer.Option(16, "--big-concurrency", help="With --hostile: big uploads at once."),
+        workers: int = typer.Option(None, "--workers", help="The server's light workers (`serve --workers`)."),
     ) -> None:
         """Start the server on 127.0.0.1, send N predict requests C at a time, stop it; report errors, latency, memory."""
         from mnistlab.cli.core import load_data
@@ -64,14 +65,22 @@ def register(app: typer.Typer) -> None:
         image = canvas_png(mnist.test_images[digit])
         expected = str(int(mnist.test_labels[digit]))
         err.print(f"load test: {requests} requests, {concurrency} concurrent, on 127.0.0.1 (starting the server)")
+        server_args = ["--workers", str(workers)] if workers is not None else None
         result = run_loadtest(
-            image, expected, requests, concurrency, run=run, data_dir=data_dir, time_limit_s=time_limit
+            image,
+            expected,
+            requests,
+            concurrency,
+            run=run,
+            data_dir=data_dir,
+            time_limit_s=time_limit,
+            server_args=server_args,
         )
         result["model"] = run or "the default of `mnistlab serve`"
         checks = None
         if hostile:
             err.print(f"hostile checks: {big_concurrency} concurrent {big_side}x{big_side} uploads, then the rest")
-            checks = run_hostile(run, image, big_side, big_concurrency, data_dir=data_dir)
+            checks = run_hostile(run, image, big_side, big_concurrency, data_dir=data_dir, server_args=server_args)
             result["hostile"] = checks
         if out_path is not None:
             command = "mnistlab " + shlex.join(sys.argv[1:])

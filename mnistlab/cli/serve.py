@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         threads: int = typer.Option(
             1, help="Torch threads per request; requests run in parallel, and one small image gains nothing from more."
         ),
-        workers: int = typer.Option(2, "--workers", help="Light jobs (drawn digits, small photos) run at once."),
+        workers: int = typer.Option(4, "--workers", help="Light jobs (drawn digits, small photos) run at once."),
         heavy_workers: int = typer.Option(
             1, "--heavy-workers", help="Heavy jobs (photos over 2.56 MP, attacks) at once."
         ),

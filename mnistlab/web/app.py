@@ -60,7 +60,7 @@ class Limits:
     """What one server takes on at once. Memory is bounded by the workers of each lane (a heavy
     job holds up to ~4 bytes per pixel of a 40 MP image, ~0.2 GB) plus `bodies_in_flight`."""
 
-    light_workers: int = 2  # drawn digits, photos up to 1600 x 1600, feature maps
+    light_workers: int = 4  # drawn digits, photos up to 1600 x 1600, feature maps (4, not 2: see docs/web.md)
     light_waiting: int = 64
     heavy_workers: int = 1  # bigger photos and attacks
     heavy_waiting: int = 3
