@@ -20,6 +20,7 @@ from mnistlab.recipes import resolve_run_config
 # name -> training images; keras-convnet reads drawn digits well enough after 1 epoch on 10k
 RUNS = {"keras-convnet": 10000, "cnn-small": 2000, "dnn": 2000}
 DEFAULT = "keras-convnet"
+LOCAL = "http://localhost"  # TestClient's base URL: the server answers only to local host names
 _root: Path | None = None
 
 

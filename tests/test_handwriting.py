@@ -5,14 +5,16 @@ from __future__ import annotations
 import io
 import json
 import os
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from mnistlab.config import AugmentConfig
 from mnistlab.errors import ImageError
@@ -128,6 +130,132 @@ def test_bad_images_raise_one_clear_error(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
+# the one loader: allow-list, header probe, reduced-size decode (issue 21)
+
+
+def _page(w: int, h: int, seed: int = 0) -> np.ndarray:
+    """A w x h grey 'page' (uint8): paper with a lighting gradient and a few dark strokes."""
+    rng = np.random.default_rng(seed)
+    a = np.linspace(230, 200, w, dtype=np.float32)[None, :].repeat(h, 0)
+    for _ in range(12):
+        x, y = int(rng.integers(0, w - w // 8)), int(rng.integers(0, h - h // 8))
+        a[y : y + h // 8, x : x + max(3, w // 80)] = 30
+    return a.astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda a: _encode(Image.fromarray(a).convert("RGBA"), "PNG"),
+        lambda a: _encode(Image.fromarray(a).convert("RGB"), "JPEG", quality=95),
+        lambda a: _encode(Image.fromarray(a.astype(np.uint16) * 257), "TIFF"),
+        lambda a: _encode(Image.fromarray(a).convert("P"), "GIF"),
+    ],
+    ids=["png-rgba", "jpeg", "tiff16", "gif"],
+)
+def test_reduced_decode_matches_the_full_one(make):
+    """A big image decoded at reduced size == the full decode box-resized, and its own size is kept."""
+    from mnistlab.handwriting.images import load_image
+
+    ref = _page(3300, 2500)
+    data = make(ref)
+    full = load_grey(data)
+    small = load_image(data, max_side=1600)
+    assert (small.width, small.height) == (3300, 2500) and small.grey.shape == (1212, 1600)
+    assert small.scale == pytest.approx(1600 / 3300)
+    want = np.asarray(Image.fromarray(full).resize((1600, 1212), Image.Resampling.BOX))
+    assert np.abs(small.grey - want).mean() < 0.01 and 0 <= small.grey.min() and small.grey.max() <= 1
+    assert load_image(data, max_side=4000).grey.shape == full.shape  # no reduction asked: none made
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_as_pil_turns_it(orientation):
+    from mnistlab.handwriting.images import load_image, probe
+
+    stored = Image.fromarray(_page(90, 60, seed=orientation))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = _encode(stored.convert("RGB"), "JPEG", quality=95, exif=exif.tobytes())
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("L"), np.float32) / 255
+    info = probe(data)
+    assert (info.height, info.width) == upright.shape and info.orientation == orientation
+    for max_side in (None, 45):
+        grey = load_image(data, max_side=max_side).grey
+        if max_side is None:
+            assert grey.shape == upright.shape and np.abs(grey - upright).mean() < 0.01
+        else:  # the reduced picture is the upright one, reduced
+            want = np.asarray(Image.fromarray(upright).resize(grey.shape[::-1], Image.Resampling.BOX))
+            assert max(grey.shape) == 45 and np.abs(grey - want).mean() < 0.02
+
+
+def test_probe_reads_the_header_only():
+    """A PNG that declares 6000x6000 and holds no real pixel data: the probe answers from the
+    header (decoding would fail), and the caps apply before any decoding."""
+    from mnistlab.handwriting.images import ImageTooLarge, UnsupportedImage, probe
+
+    def png(width: int, height: int) -> bytes:
+        def chunk(kind: bytes, data: bytes) -> bytes:
+            return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+        ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+        return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"garbage") + chunk(b"IEND", b"")
+
+    info = probe(png(6000, 6000))
+    assert (info.format, info.width, info.height, info.pixels) == ("PNG", 6000, 6000, 36_000_000)
+    with pytest.raises(UnsupportedImage, match="not an image"):
+        load_grey(png(6000, 6000))
+    with pytest.raises(ImageTooLarge, match="too many pixels"):
+        probe(png(6400, 6400))  # 41 MP
+    with pytest.raises(ImageTooLarge, match="10 MB"):
+        probe(png(10, 10) + b"\0" * (10 * 2**20), max_bytes=10 * 2**20)
+
+
+def test_big_decode_costs_its_native_bytes_not_float_copies():
+    """Peak memory of reading a 16 MP RGBA PNG at the reader's working size, in a fresh process:
+    about its 4 decoded bytes a pixel (64 MB) plus tiles; decoding in full and converting to
+    floats (what the loader did before) peaked at ~27 bytes a pixel (430 MB)."""
+    code = (
+        "import os\n"
+        "from mnistlab.loadtest import big_png, rss_mib\n"
+        "from mnistlab.handwriting.images import load_image\n"
+        "data = big_png(4000)\n"
+        "before = rss_mib(os.getpid(), 'VmHWM')\n"
+        "g = load_image(data, max_side=1600)\n"
+        "print(rss_mib(os.getpid(), 'VmHWM') - before, g.grey.shape, g.width)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    peak_mib = float(out[0])
+    assert out[1:] == ["(1600,", "1600)", "4000"]
+    assert peak_mib < 4 * 16 + 96, peak_mib  # 4 B/px of 16 MP, plus tiles and the output
+
+
+@pytest.mark.parametrize("fmt", ["EPS", "PS", "TGA", "ICO", "PCX", "PPM", "SGI", "DDS"])
+def test_formats_outside_the_allow_list_are_never_parsed(fmt, tmp_path, monkeypatch):
+    """PIL opens all of these; the loader refuses them unread. For PostScript a fake `gs` on PATH
+    records any call: PIL itself calls it (the control), the loader never does."""
+    import PIL.EpsImagePlugin
+
+    from mnistlab.handwriting.images import UnsupportedImage, probe
+    from mnistlab.loadtest import fake_ghostscript, foreign_images
+
+    data = foreign_images()[fmt]
+    calls = fake_ghostscript(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    monkeypatch.setattr(PIL.EpsImagePlugin, "gs_binary", None)  # PIL caches whether gs exists
+    with pytest.raises(UnsupportedImage, match="not an image"):
+        load_grey(data)
+    with pytest.raises(UnsupportedImage):
+        probe(data)
+    assert not calls.exists()
+    with Image.open(io.BytesIO(data)) as img:  # the control: PIL, left to itself, parses it
+        assert img.format == ("EPS" if fmt == "PS" else fmt)
+        if img.format == "EPS":
+            with pytest.raises(Exception):  # noqa: B017 - our fake gs fails, after being called
+                img.load()
+            assert calls.exists()
+
+
+# --------------------------------------------------------------------------------------------
 # pipeline
 
 
@@ -194,6 +322,18 @@ def test_generated_page_is_read(mnist, reader_run):
     assert s["digit_errors"] <= 2, (lines, r.text)
     assert r.to_json()["digits"][0].keys() >= {"digit", "confidence", "box", "line"}
     json.dumps(r.to_json())  # serialisable
+
+
+def test_pages_enlarged_are_the_same_pages(mnist, tmp_path):
+    """`make-pages --size 2400x1800 --format png`: the seed's pages, twice as large, boxes with them."""
+    from mnistlab.handwriting.pages import make_pages
+
+    plain = make_pages(mnist, tmp_path / "plain", n=1, seed=3)
+    big = make_pages(mnist, tmp_path / "big", n=1, seed=3, size=(2400, 1800), fmt="png")
+    assert big[0]["file"] == "page-000.png" and big[0]["lines"] == plain[0]["lines"]
+    assert Image.open(tmp_path / "big" / "page-000.png").size == (2400, 1800)
+    for a, b in zip(plain[0]["digits"], big[0]["digits"], strict=True):
+        assert all(abs(2 * u - v) <= 1 for u, v in zip(a["box"], b["box"], strict=True))
 
 
 def test_score_page_counts_edits():

@@ -102,6 +102,7 @@ def test_image_loader_on_small_random_images(h, w, mode, seed):
 @pytest.fixture(scope="module")
 def client(mnist, tmp_path_factory):
     """The web app serving one tiny dnn run (1 epoch on 2,000 images) as its default model."""
+    from _web_support import LOCAL
     from fastapi.testclient import TestClient
 
     from mnistlab.experiment import run_experiment
@@ -110,7 +111,7 @@ def client(mnist, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     cfg = resolve_run_config("dnn", {"data.train_limit": 2000, "data.test_limit": 200, "train.epochs": 1}, seed=0)
     run_experiment(cfg, run_dir=root / "tiny", mnist=mnist, device="cpu")
-    with TestClient(create_app(runs_root=root, default_run="tiny")) as c:
+    with TestClient(create_app(runs_root=root, default_run="tiny"), base_url=LOCAL) as c:
         yield c
 
 

@@ -132,7 +132,7 @@ def test_every_recipe_trains_then_reads_through_the_predictor(recipe, mnist, tmp
 
     from mnistlab.web.app import create_app
 
-    with TestClient(create_app(runs_root=tmp_path, default_run=run_dir)) as c:
+    with TestClient(create_app(runs_root=tmp_path, default_run=run_dir), base_url="http://localhost") as c:
         r = c.post("/api/predict", files={"file": ("canvas.png", _canvas(mnist, 0), "image/png")}).json()
     assert [x["digit"] for x in r["digits"]] == [d.digit]
     assert np.allclose(r["digits"][0]["probs"], d.probs, atol=1e-4)  # the JSON rounds to 4 decimals

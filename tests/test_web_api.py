@@ -17,7 +17,7 @@ from PIL import Image
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
-from _web_support import DEFAULT, RUNS, blank_png, trained_runs  # noqa: E402
+from _web_support import DEFAULT, LOCAL, RUNS, blank_png, trained_runs  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from mnistlab.handwriting import read_image  # noqa: E402
@@ -39,7 +39,7 @@ def app(runs_root):
 
 @pytest.fixture(scope="module")
 def client(app):
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         yield c
 
 
@@ -210,7 +210,7 @@ def test_unexpected_errors_do_not_leak(app, monkeypatch):
         raise RuntimeError("secret detail from /srv/private/path")
 
     monkeypatch.setattr(service, "predict", boom)
-    with TestClient(app, raise_server_exceptions=False) as c:
+    with TestClient(app, base_url=LOCAL, raise_server_exceptions=False) as c:
         r = c.post("/api/predict", json={"image": data_url(blank_png())})
     assert r.status_code == 500
     assert r.json() == {"detail": "internal error (see the server log)"}
@@ -225,7 +225,7 @@ def test_without_a_run_the_handwriting_default_model_is_served(runs_root, mnist,
 
     monkeypatch.setenv("MNISTLAB_CACHE", str(tmp_path / "cache"))
     shutil.copytree(runs_root / DEFAULT, default_model_dir())
-    with TestClient(create_app(runs_root=runs_root)) as c:
+    with TestClient(create_app(runs_root=runs_root), base_url=LOCAL) as c:
         listing = c.get("/api/models").json()
         assert listing["default"] == "default"
         builtin = listing["models"][0]

@@ -54,9 +54,6 @@ def load_reader(run: str | None, data_dir: str | None = None) -> Predictor:
         progress.stop()
 
 
-load_reader_model = load_reader  # the name cli/serve.py imports (it only trains the default once)
-
-
 def predict(
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders of them.")],
     run: ReaderRun = None,
@@ -133,12 +130,27 @@ def make_pages(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write pages and truth.json into.")],
     n: Annotated[int, typer.Option("--n", help="Number of pages.")] = 20,
     seed: Annotated[int, typer.Option(help="Random seed (pages are a pure function of it).")] = 0,
+    size: Annotated[
+        str | None, typer.Option("--size", help="Enlarge each page to WIDTHxHEIGHT, e.g. 4000x3000 (a big photo).")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="jpg or png.")] = "jpg",
     data_dir: DataDir = None,
 ) -> None:
     """Make realistic test pages from MNIST TEST digits (dark ink on paper, camera effects) with ground truth."""
+    from mnistlab.errors import ConfigError
     from mnistlab.handwriting import pages
 
-    truth = pages.make_pages(load_data(data_dir), out_dir, n, seed)
+    wh = None
+    if size is not None:
+        try:
+            wh = tuple(int(v) for v in size.lower().split("x"))
+        except ValueError:
+            wh = ()
+        if len(wh) != 2 or not all(28 <= v <= 6000 for v in wh):
+            raise ConfigError(f"bad --size {size!r}: use WIDTHxHEIGHT, each 28..6000, e.g. 4000x3000")
+    if fmt not in ("jpg", "png"):
+        raise ConfigError(f"bad --format {fmt!r}: use jpg or png")
+    truth = pages.make_pages(load_data(data_dir), out_dir, n, seed, size=wh, fmt=fmt)
     digits = sum(len(x) for t in truth for x in t["lines"])
     out.print(f"wrote {len(truth)} pages ({digits} digits) and truth.json to {out_dir}")
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from mnistlab.handwriting.images import ImageSource, load_grey
 from mnistlab.handwriting.reader import LOW_CONFIDENCE, Reading
+from mnistlab.handwriting.segment import WORK_SIDE
 
 MAX_CROPS = 40
 
@@ -19,7 +20,9 @@ def explain_figure(source: ImageSource, reading: Reading, out: Path) -> Path:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    grey = load_grey(source, reading.file)
+    # Shown at the reader's working size, stretched over the image's own frame (the boxes' units).
+    grey = load_grey(source, reading.file, max_side=WORK_SIDE)
+    frame = (0, reading.width, reading.height, 0)
     digits = reading.digits[:MAX_CROPS]
     n_crops = max(1, len(digits))
     crop_cols = min(10, n_crops)
@@ -30,13 +33,13 @@ def explain_figure(source: ImageSource, reading: Reading, out: Path) -> Path:
     ax_in = fig.add_subplot(grid[0, :span])
     ax_mask = fig.add_subplot(grid[0, span : 2 * span])
     ax_box = fig.add_subplot(grid[0, 2 * span :])
-    ax_in.imshow(grey, cmap="gray", vmin=0, vmax=1)
+    ax_in.imshow(grey, cmap="gray", vmin=0, vmax=1, extent=frame)
     ax_in.set_title(f"input {reading.width}x{reading.height} (grey)")
     if reading.ink is not None:
         ax_mask.imshow(reading.ink.mask, cmap="gray")
         ink = "dark" if reading.dark_ink else "light"
         ax_mask.set_title(f"ink mask ({ink} ink, background removed)")
-    ax_box.imshow(grey, cmap="gray", vmin=0, vmax=1)
+    ax_box.imshow(grey, cmap="gray", vmin=0, vmax=1, extent=frame)
     for d in reading.digits:
         x, y, w, h = d.box
         color = "orange" if d.low_confidence else "lime"

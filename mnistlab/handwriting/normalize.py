@@ -277,5 +277,8 @@ def preprocess_digit(img: ImageSource | np.ndarray, dark_ink: bool | None = None
     [0, 1], white on black: the canonical digit a Predictor reads (the single-digit path,
     `single_digit`). An image without ink gives an all-zero tensor (`.max() == 0`: no digit).
     """
-    grey = np.clip(np.asarray(img, dtype=np.float32), 0, 1) if isinstance(img, np.ndarray) else load_grey(img)
+    if isinstance(img, np.ndarray):
+        grey = np.clip(np.asarray(img, dtype=np.float32), 0, 1)
+    else:  # decoded at reduced size: the single-digit path works at SINGLE_MAX_SIDE px at most
+        grey = load_grey(img, max_side=4 * SINGLE_MAX_SIDE)
     return torch.from_numpy(single_digit(grey, dark_ink).crop).unsqueeze(0)

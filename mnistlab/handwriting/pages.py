@@ -145,17 +145,36 @@ def make_page(
 
 
 def make_pages(
-    mnist: MNIST, out: Path, n: int = 20, seed: int = 0, spec: PageSpec = PageSpec()
+    mnist: MNIST,
+    out: Path,
+    n: int = 20,
+    seed: int = 0,
+    spec: PageSpec = PageSpec(),
+    size: tuple[int, int] | None = None,
+    fmt: str = "jpg",
 ) -> list[dict[str, Any]]:
-    """Write `n` JPEG pages and truth.json (file -> lines, digits) into `out`."""
+    """Write `n` pages (JPEG, or PNG with fmt="png") and truth.json (file -> lines, digits) into `out`.
+
+    `size` (width, height) enlarges each page bicubically before it is saved, boxes with it: the
+    same pages as a big phone photo, to check that reading does not depend on the resolution."""
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     truth = []
     for i in range(n):
         page, lines, boxes = make_page(mnist, rng, spec)
+        quality = int(rng.integers(55, 92))  # drawn for PNG too: the same seed, the same pages
+        if size is not None:
+            sx, sy = size[0] / page.width, size[1] / page.height
+            page = page.resize(size, Image.Resampling.BICUBIC)
+            for b in boxes:
+                x, y, w, h = b["box"]
+                b["box"] = [round(x * sx), round(y * sy), round(w * sx), round(h * sy)]
         buf = io.BytesIO()
-        page.save(buf, "JPEG", quality=int(rng.integers(55, 92)))
-        name = f"page-{i:03d}.jpg"
+        if fmt == "png":
+            page.save(buf, "PNG")
+        else:
+            page.save(buf, "JPEG", quality=quality)
+        name = f"page-{i:03d}.{fmt}"
         (out / name).write_bytes(buf.getvalue())
         truth.append({"file": name, "lines": lines, "text": "\n".join(lines), "digits": boxes})
     (out / TRUTH).write_text(json.dumps({"seed": seed, "pages": truth}, indent=1))

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from mnistlab.errors import MnistlabError
-from mnistlab.handwriting.images import ImageSource, load_grey
+from mnistlab.handwriting.images import GreyImage, ImageSource, load_image
 from mnistlab.handwriting.normalize import SingleDigit, normalize_digit, single_digit
-from mnistlab.handwriting.segment import Blob, InkMap, find_digits, ink_map
+from mnistlab.handwriting.segment import WORK_SIDE, Blob, InkMap, find_digits, ink_map
 from mnistlab.predictor import Predictor
 
 LOW_CONFIDENCE = 0.7  # below this a digit is flagged (shown with "?")
@@ -119,17 +119,24 @@ def segment_image(source: ImageSource | np.ndarray, name: str = "image", single:
     """Find the digits of one image: with the single-digit path when `single`, or when `single` is
     None and the image is one digit's shape (`SingleDigit.looks_like_one_digit`); else the page
     path (lines of digits, touching digits split)."""
-    grey = np.clip(np.asarray(source, np.float32), 0, 1) if isinstance(source, np.ndarray) else load_grey(source, name)
-    h, w = grey.shape
-    one = single_digit(grey)
+    if isinstance(source, np.ndarray):
+        grey = np.clip(np.asarray(source, np.float32), 0, 1)
+        loaded = GreyImage(grey, grey.shape[1], grey.shape[0])
+    else:  # decoded at the digit finder's working size: a big photo never exists as floats
+        loaded = load_image(source, name, max_side=WORK_SIDE)
+    w, h = loaded.width, loaded.height
+    one = single_digit(loaded.grey)
     if single or (single is None and one.looks_like_one_digit()):
         singles = [one] if one.found else []
         if singles and not one.sure_of_polarity:  # the frame could not tell: the model will
-            other = single_digit(grey, dark_ink=not one.ink.dark_ink)
+            other = single_digit(loaded.grey, dark_ink=not one.ink.dark_ink)
             singles += [other] if other.found else []
+        for s in singles:
+            s.ink.scale *= loaded.scale  # working pixels per pixel of the image itself
         crops = np.stack([s.crop for s in singles]) if singles else np.zeros((0, 28, 28), np.float32)
         return _Pending(Reading(name, w, h, dark_ink=one.ink.dark_ink, ink=one.ink), [], crops, singles)
-    im = ink_map(grey)
+    im = ink_map(loaded.grey)
+    im.scale *= loaded.scale  # working pixels per pixel of the image itself, so boxes are in its frame
     blobs, labels = find_digits(im)
     every = blobs + [piece for b in blobs for pieces in b.splits for piece in pieces]
     crops = np.stack([_crop_blob(im, labels, b) for b in every]) if every else np.zeros((0, 28, 28), np.float32)

@@ -26,8 +26,8 @@ def pick_index(images: torch.Tensor, ref: str, what: str) -> int:
 def load_digit_image(path: str | Path) -> torch.Tensor:
     """An image file of one digit -> (1, 28, 28) float in [0, 1], white on black, MNIST-like.
 
-    The handwriting reader's single-digit path (`handwriting.preprocess_digit`: crop, 20x20 fit,
-    centre of mass, stroke width). Raises ImageError.
+    Goes through the one image loader and the handwriting pipeline (`mnistlab.handwriting`:
+    format allow-list and caps, crop, 20x20 fit, centre of mass, stroke width). Raises ImageError.
     """
     path = Path(path)
     if not path.is_file():

@@ -1,29 +1,41 @@
 """The FastAPI app behind `mnistlab serve`: one static page and a small JSON API.
 
 Errors reach the client as `{"detail": "<one line>"}` with a status that says whose fault it
-is (404 unknown model, 413 too large, 415 not an image, 422 bad request); anything unexpected
-is a 500 with no stack trace (the traceback goes to the server log only).
+is (400 bad Host, 403 cross-origin, 404 unknown model, 408 body too slow, 413 too large, 415 not
+an image, 422 bad request, 503 busy or model not ready, with Retry-After); anything unexpected
+is a 500 with no stack trace (the traceback goes to the server log only), and no answer names a
+server path.
+
+In front of the app, two plain ASGI layers: `Guard` (Host allow-list against DNS rebinding,
+same-origin check on every POST against cross-site form posts, security headers) and
+`BodyLimit` (size, time and an in-flight budget for request bodies). All CPU work runs in the
+bounded lanes of `pool.py`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import torch
 from fastapi import FastAPI, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mnistlab.errors import MnistlabError
+from mnistlab.errors import ImageError, MnistlabError
+from mnistlab.handwriting.images import FORMAT_NAMES, ImageTooLarge
 from mnistlab.web import service
+from mnistlab.web.pool import Lane, trim_memory
 from mnistlab.web.service import ModelStore, NotAnImage, WebInputError
 
 STATIC = Path(__file__).parent / "static"
@@ -39,6 +51,22 @@ SECURITY_HEADERS = {
     "referrer-policy": "no-referrer",
     "x-frame-options": "DENY",
 }
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")  # the names a Host header may carry by default
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one server takes on at once. Memory is bounded by the workers of each lane (a heavy
+    job holds up to ~4 bytes per pixel of a 40 MP image, ~0.2 GB) plus `bodies_in_flight`."""
+
+    light_workers: int = 4  # drawn digits, photos up to 1600 x 1600, feature maps (4, not 2: see docs/web.md)
+    light_waiting: int = 64
+    heavy_workers: int = 1  # bigger photos and attacks
+    heavy_waiting: int = 3
+    job_timeout_s: float = 60.0  # a request waiting longer than this (queue + work) answers 503
+    body_timeout_s: float = 30.0  # a request body not fully received by then answers 408
+    bodies_in_flight: int = 64 * 2**20  # request bodies held at once, all requests together
 
 
 class PredictJSON(BaseModel):
@@ -65,8 +93,15 @@ class AttackRequest(DigitInput):
     target: int = Field(ge=0, le=9, description="The digit the model should be made to say.")
     method: Literal["fgsm", "bim", "pgd", "cw"] = "pgd"
     norm: Literal["linf", "l2"] = "linf"
-    eps: float | None = Field(None, gt=0, le=28, description="Perturbation budget (default: the method's).")
-    steps: int = Field(50, ge=1, le=service.MAX_ATTACK_STEPS)
+    eps: float | None = Field(None, gt=0, le=28, description="Perturbation budget (default: search the smallest).")
+    steps: int = Field(
+        50,
+        ge=1,
+        le=service.MAX_ATTACK_PASSES,
+        description=f"Gradient steps per attack; one request may cost at most {service.MAX_ATTACK_PASSES} "
+        f"passes: pgd/bim up to {service.max_attack_steps('pgd', None)} steps when eps is searched, "
+        f"{service.max_attack_steps('pgd', 0.3)} at a fixed eps; cw up to {service.max_attack_steps('cw', None)}.",
+    )
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Random start; the same seed gives the same picture.")
 
 
@@ -98,19 +133,114 @@ PREDICT_EXAMPLE = {
 }
 
 
-class BodyLimit:
-    """Answer 413 to a request body over `limit` bytes, before any of it is parsed.
+def _reply(status: int, detail: str, extra: dict[str, str] | None = None) -> tuple[dict, dict]:
+    body = json.dumps({"detail": detail}).encode()
+    headers = {"content-type": "application/json", "content-length": str(len(body)), **SECURITY_HEADERS}
+    headers.update(extra or {})
+    start = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
+    }
+    return start, {"type": "http.response.body", "body": body}
 
-    Checks Content-Length up front and counts the bytes of chunked bodies as they arrive; the
-    body (at most `limit` bytes) is then replayed to the app.
+
+async def _send_reply(send: Any, status: int, detail: str, extra: dict[str, str] | None = None) -> None:
+    start, body = _reply(status, detail, extra)
+    await send(start)
+    await send(body)
+
+
+def _host_name(host: str) -> str:
+    """'Localhost:8000' -> 'localhost', '[::1]:8000' -> '::1' (no port, lower case, no final dot)."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        name = host[1 : host.find("]")] if "]" in host else host
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return name.rstrip(".")
+
+
+def _netloc(value: str, scheme: str) -> str:
+    value = value.strip().lower()
+    default = {"http": ":80", "https": ":443"}.get(scheme, "")
+    return value[: -len(default)] if default and value.endswith(default) else value
+
+
+def _same_origin(origin: str, host: str) -> bool:
+    parts = urlsplit(origin.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return False  # "null" (a sandboxed frame, a file:// page) or garbage
+    return _netloc(parts.netloc, parts.scheme) == _netloc(host, parts.scheme)
+
+
+class Guard:
+    """Host allow-list, same-origin POSTs, security headers: in front of everything else.
+
+    A DNS-rebinding page reaches this server under its own host name: only the names in
+    `allowed_hosts` are answered (400 otherwise). Any web site can make a visitor's browser post
+    a form (an upload) here without CORS: a POST whose Origin is not this server's, or whose
+    Sec-Fetch-Site says another site sent it, is refused (403). Clients that send neither
+    (curl, scripts) are not browsers and pass.
     """
 
-    def __init__(self, app: Any, limit: int):
+    def __init__(self, app: Any, allowed_hosts: tuple[str, ...] | list[str] = LOCAL_HOSTS):
         self.app = app
-        self.limit = limit
+        self.allowed = {_host_name(h) for h in allowed_hosts}
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
+        host = headers.get("host", "")
+        if _host_name(host) not in self.allowed:
+            shown = host[:100].encode("ascii", "replace").decode() or "(none)"
+            await _send_reply(
+                send,
+                400,
+                f"bad Host header {shown!r}: this server answers to {', '.join(sorted(self.allowed))} "
+                "(start it with --allow-host NAME to add a name)",
+            )
+            return
+        if scope["method"] not in SAFE_METHODS:
+            origin, site = headers.get("origin"), headers.get("sec-fetch-site")
+            if origin is not None:
+                ok = _same_origin(origin, host)
+            else:
+                ok = site in (None, "same-origin", "none")
+            if not ok:
+                await _send_reply(send, 403, "cross-origin request refused: post from this server's own page")
+                return
+
+        async def send_with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items() if k.encode() not in present]
+                message = {**message, "headers": list(message.get("headers", [])) + extra}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class BodyLimit:
+    """Request bodies: 413 over `limit` bytes (before any of it is parsed), 408 when not received
+    within `timeout_s`, 503 when the bodies held by all requests in flight would pass `budget`.
+
+    Checks Content-Length up front and counts the bytes of chunked bodies as they arrive; the
+    body (at most `limit` bytes) is then replayed to the app, and counts against the budget
+    until the app has answered.
+    """
+
+    def __init__(self, app: Any, limit: int, budget: int = 64 * 2**20, timeout_s: float = 30.0):
+        self.app = app
+        self.limit = limit
+        self.budget = budget
+        self.timeout_s = timeout_s
+        self.in_flight = 0  # bytes held; touched on the event loop only
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in SAFE_METHODS:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
@@ -118,46 +248,66 @@ class BodyLimit:
         if declared.isdigit() and int(declared) > self.limit:
             await self._too_large(send)
             return
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            if len(body) > self.limit:
-                await self._too_large(send)
-                return
-            if not message.get("more_body", False):
-                break
-        replayed = False
+        held = 0
+        try:
+            chunks: list[bytes] = []
+            deadline = time.monotonic() + self.timeout_s
+            while True:
+                try:
+                    message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+                except TimeoutError:
+                    await _send_reply(send, 408, f"request body not received within {self.timeout_s:.0f} s")
+                    return
+                if message["type"] == "http.disconnect":
+                    return
+                chunk = message.get("body", b"")
+                if held + len(chunk) > self.limit:
+                    await self._too_large(send)
+                    return
+                if self.in_flight + len(chunk) > self.budget:
+                    await _send_reply(
+                        send, 503, "server busy: too many uploads at once; try again in 1 s", {"retry-after": "1"}
+                    )
+                    return
+                chunks.append(chunk)
+                held += len(chunk)
+                self.in_flight += len(chunk)
+                if not message.get("more_body", False):
+                    break
+            body = b"".join(chunks)
+            del chunks
+            replayed = False
 
-        async def replay() -> dict:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()
+            async def replay() -> dict:
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
 
-        await self.app(scope, replay, send)
+            await self.app(scope, replay, send)
+        finally:
+            self.in_flight -= held
 
     async def _too_large(self, send: Any) -> None:
-        body = json.dumps({"detail": f"request too large: images up to {service.MAX_UPLOAD_BYTES // 2**20} MB"})
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        headers += [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body.encode()})
+        await _send_reply(send, 413, f"request too large: images up to {service.MAX_UPLOAD_BYTES // 2**20} MB")
 
 
 def create_app(
     runs_root: str | Path | None = None,
     default_run: str | Path | None = None,
     device: str | torch.device = "cpu",
+    allowed_hosts: tuple[str, ...] | list[str] = LOCAL_HOSTS,
+    limits: Limits | None = None,
 ) -> FastAPI:
     """The app serving the runs under `runs_root` ($MNISTLAB_RUNS or ./runs), `default_run` first.
 
-    Without `default_run` the default is the handwriting pipeline's default model. Raises a
-    RunError (a MnistlabError) when there is nothing to serve or `default_run` is not a run.
+    Without `default_run` the default is the handwriting pipeline's default model (answering
+    503 until it is trained: this app never trains). Only requests whose Host header names one
+    of `allowed_hosts` are answered. Raises a RunError (a MnistlabError) when there is nothing
+    to serve or `default_run` is not a run.
     """
+    limits = limits or Limits()
     store = ModelStore(Path(runs_root) if runs_root else None, default_run, device)
     app = FastAPI(
         title="mnistlab",
@@ -167,20 +317,35 @@ def create_app(
         redoc_url=None,
     )
     app.state.store = store
+    light = Lane("light", limits.light_workers, limits.light_waiting, limits.job_timeout_s, retry_after=1)
+    heavy = Lane(
+        "heavy", limits.heavy_workers, limits.heavy_waiting, limits.job_timeout_s, retry_after=5, after_job=trim_memory
+    )
+    app.state.lanes = {"light": light, "heavy": heavy}
+    app.state.limits = limits
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next: Any) -> Any:
-        response = await call_next(request)
-        for k, v in SECURITY_HEADERS.items():
-            response.headers.setdefault(k, v)
-        return response
+    # Starlette adds middleware outside-in in reverse order: Guard runs first, then BodyLimit.
+    app.add_middleware(
+        BodyLimit, limit=service.MAX_BODY_BYTES, budget=limits.bodies_in_flight, timeout_s=limits.body_timeout_s
+    )
+    app.add_middleware(Guard, allowed_hosts=tuple(allowed_hosts))
 
-    app.add_middleware(BodyLimit, limit=service.MAX_BODY_BYTES)
+    def answer(status: int, detail: str, exc: Exception | None = None) -> JSONResponse:
+        headers = {}
+        retry = getattr(exc, "retry_after", None)
+        if status == 503 and retry:
+            headers["retry-after"] = str(retry)
+        return JSONResponse({"detail": service.public_message(detail)}, status_code=status, headers=headers)
 
     @app.exception_handler(MnistlabError)
     async def library_error(request: Request, exc: MnistlabError) -> JSONResponse:
-        status = exc.status if isinstance(exc, WebInputError) else 422
-        return JSONResponse({"detail": str(exc)}, status_code=status)
+        if isinstance(exc, ImageTooLarge):
+            status = 413
+        elif isinstance(exc, ImageError):
+            status = 415  # empty, not a format read here, or not decodable
+        else:
+            status = getattr(exc, "status", 422)
+        return answer(status, str(exc), exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -188,11 +353,13 @@ def create_app(
         for e in exc.errors()[:5]:
             where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
             parts.append(f"{where}: {e.get('msg', 'invalid')}" if where else str(e.get("msg", "invalid")))
-        return JSONResponse({"detail": "bad request: " + "; ".join(parts)}, status_code=422)
+        return answer(422, "bad request: " + "; ".join(parts))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse(
+            {"detail": service.public_message(str(exc.detail))}, status_code=exc.status_code, headers=exc.headers
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -209,10 +376,31 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    @app.get("/healthz", tags=["meta"], summary="Health check")
+    @app.get("/healthz", tags=["meta"], summary="Liveness")
     def healthz() -> dict[str, Any]:
-        """Liveness: the server answers and knows which model it serves by default."""
-        return {"status": "ok", "default_model": store.default, "version": _version()}
+        """Liveness: the server answers. `ready` says whether its default model can answer too (see /readyz)."""
+        ready, _ = store.readiness()
+        return {"status": "ok", "ready": ready, "default_model": store.default, "version": _version()}
+
+    @app.get(
+        "/readyz",
+        tags=["meta"],
+        summary="Readiness",
+        responses={503: {"description": "The default model cannot answer yet (not trained, or not complete)"}},
+    )
+    def readyz() -> JSONResponse:
+        """Readiness: 200 when the default model can answer predictions, 503 (with the reason) when not.
+        Also how busy the two work lanes are."""
+        ready, why = store.readiness()
+        body = {
+            "ready": ready,
+            "default_model": store.default,
+            "loaded": store.loaded_default,
+            "lanes": {name: lane.stats() for name, lane in app.state.lanes.items()},
+        }
+        if not ready:
+            body["detail"] = service.public_message(why)
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/api/models", tags=["models"], summary="List the models")
     def models() -> dict[str, Any]:
@@ -243,9 +431,13 @@ def create_app(
         },
         responses={
             200: {"description": "The digits read", "content": {"application/json": {"example": PREDICT_EXAMPLE}}},
-            413: {"description": "Image over 10 MB or 50 megapixels"},
-            415: {"description": "Not an image"},
+            413: {
+                "description": f"Image over {service.MAX_UPLOAD_BYTES // 2**20} MB "
+                f"or {service.MAX_PIXELS // 1_000_000} megapixels"
+            },
+            415: {"description": f"Not an image in a format read here ({FORMAT_NAMES})"},
             404: {"description": "Unknown model"},
+            503: {"description": "Busy (Retry-After says when to try again), or the model is not ready"},
         },
     )
     async def predict(
@@ -277,26 +469,47 @@ def create_app(
             model = model or body.model
         else:
             raise NotAnImage("send multipart/form-data with an image in 'file', or JSON with a data URL in 'image'")
-        return await run_in_threadpool(service.predict, store, data, model, name)
+        info = service.probe_upload(data, name)  # 413 / 415 from the header, before any queueing
+        lane = heavy if service.is_heavy(info) else light
+        return await lane.run(service.predict, store, data, model, name, is_disconnected=request.is_disconnected)
 
-    def _digit(req: DigitInput):
+    def _digit(req: DigitInput) -> tuple[Any, bool]:
+        """A job that makes the canonical crop, and whether it is heavy (a big image to decode)."""
         if req.input is not None:
-            return service.canonical_from_pixels(req.input)
+            pixels = service.canonical_from_pixels(req.input)
+            return (lambda: pixels), False
         if req.image is not None:
-            return service.canonical_from_image(service.decode_data_url(req.image))
+            data = service.decode_data_url(req.image)
+            info = service.probe_upload(data, "image")
+            return functools.partial(service.canonical_from_image, data), service.is_heavy(info)
         raise WebInputError("give the digit as `input` (28x28 numbers) or as `image` (a data URL)")
 
-    @app.post("/api/attack", tags=["fool it"], summary="Targeted adversarial example")
-    def attack(req: AttackRequest) -> dict[str, Any]:
+    @app.post(
+        "/api/attack",
+        tags=["fool it"],
+        summary="Targeted adversarial example",
+        responses={503: {"description": "Busy: attacks run one at a time (Retry-After says when to try again)"}},
+    )
+    async def attack(req: AttackRequest, request: Request) -> dict[str, Any]:
         """Make the model say `target`: the adversarial picture, the perturbation and the new probabilities."""
-        return service.attack(
-            store, _digit(req), req.target, req.model, req.method, req.norm, req.eps, req.steps, req.seed
-        )
+        digit, _ = _digit(req)
+
+        def job() -> dict[str, Any]:
+            return service.attack(
+                store, digit(), req.target, req.model, req.method, req.norm, req.eps, req.steps, req.seed
+            )
+
+        return await heavy.run(job, is_disconnected=request.is_disconnected)
 
     @app.post("/api/feature-maps", tags=["look inside"], summary="Feature maps of one layer")
-    def feature_maps(req: FeatureMapsRequest) -> dict[str, Any]:
+    async def feature_maps(req: FeatureMapsRequest, request: Request) -> dict[str, Any]:
         """What one layer computes for a digit: a PNG with one tile per channel (at most 64), and the layer names."""
-        return service.feature_maps(store, _digit(req), req.layer, req.model)
+        digit, big = _digit(req)
+
+        def job() -> dict[str, Any]:
+            return service.feature_maps(store, digit(), req.layer, req.model)
+
+        return await (heavy if big else light).run(job, is_disconnected=request.is_disconnected)
 
     return app
 

@@ -27,6 +27,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mnistlab.handwriting.images import probe
+from mnistlab.loadtest import percentiles
+
 
 @contextlib.contextmanager
 def serve_in_background(app: Any, host: str = "127.0.0.1") -> Iterator[str]:
@@ -87,18 +90,6 @@ def _multipart(data: bytes, filename: str, kind: str) -> tuple[bytes, str]:
     return head + data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def _stats(ms: list[float]) -> dict[str, float]:
-    a = np.asarray(ms)
-    return {
-        "n": len(a),
-        "p50_ms": round(float(np.percentile(a, 50)), 2),
-        "p95_ms": round(float(np.percentile(a, 95)), 2),
-        "p99_ms": round(float(np.percentile(a, 99)), 2),
-        "max_ms": round(float(a.max()), 2),
-        "mean_ms": round(float(a.mean()), 2),
-    }
-
-
 def _timed(conn: http.client.HTTPConnection, path: str, body: bytes, kind: str) -> tuple[float, float, dict]:
     """One request: (wall ms, CPU ms of this whole process meanwhile, the JSON answer).
 
@@ -127,7 +118,7 @@ def bench_model(net: torch.nn.Module, n: int = 300) -> dict[str, float]:
             if i >= 20:
                 wall.append((time.perf_counter() - w) * 1000)
                 cpu.append((time.process_time() - c) * 1000)
-    return {**_stats(wall), "cpu": _stats(cpu)}
+    return {**percentiles(wall), "cpu": percentiles(cpu)}
 
 
 def bench_predict(
@@ -157,7 +148,7 @@ def bench_predict(
                 wall.append(ms)
                 cpu.append(cpu_ms)
                 correct += reading["text"] == str(int(labels[i % len(bodies)]))
-            out["canvas"] = {**_stats(wall), "cpu": _stats(cpu), "accuracy": round(correct / n, 4)}
+            out["canvas"] = {**percentiles(wall), "cpu": percentiles(cpu), "accuracy": round(correct / n, 4)}
             out["canvas"]["png_bytes"] = int(np.mean([len(c) for c in canvases]))
             out["canvas"]["size"] = f"{pad}x{pad}"
 
@@ -169,8 +160,12 @@ def bench_predict(
                 if i >= min(5, warmup):
                     wall.append(ms)
                     cpu.append(cpu_ms)
-            w, h = Image.open(io.BytesIO(photos[0])).size
-            out["photo_5_digits"] = {**_stats(wall), "cpu": _stats(cpu), "size": f"{w}x{h}"}
+            size = probe(photos[0])
+            out["photo_5_digits"] = {
+                **percentiles(wall),
+                "cpu": percentiles(cpu),
+                "size": f"{size.width}x{size.height}",
+            }
         finally:
             conn.close()
     out["model_only"] = bench_model(app.state.store.get().net)

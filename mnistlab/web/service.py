@@ -13,7 +13,9 @@ import base64
 import binascii
 import copy
 import io
+import logging
 import math
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -23,20 +25,39 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import nn
 
 from mnistlab import runs
 from mnistlab.errors import MnistlabError
-from mnistlab.handwriting import default_predictor, default_reader_dir, preprocess_digit, read_image
+from mnistlab.handwriting import images, preprocess_digit, read_image
+from mnistlab.handwriting.images import ImageInfo
+from mnistlab.handwriting.model import default_reader_dir
 from mnistlab.predictor import Predictor
 
-MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # one image, after base64 decoding
+log = logging.getLogger("mnistlab.web")
+
+# The image caps are the loader's (mnistlab.handwriting.images), named here for the app and docs.
+MAX_UPLOAD_BYTES = images.MAX_UPLOAD_BYTES  # one image, after base64 decoding
+MAX_PIXELS = images.MAX_PIXELS
 MAX_BODY_BYTES = MAX_UPLOAD_BYTES * 4 // 3 + 64 * 1024  # a data URL of that image, plus JSON/multipart framing
-MAX_PIXELS = 40_000_000  # as the handwriting pipeline: more is a decompression bomb, not a page of digits
-MAX_ATTACK_STEPS = 500  # bounds the CPU one request can take
-DEFAULT_MODEL = "default"  # the handwriting pipeline's default model (trained on first use)
+# Images up to the reader's working size (1600 x 1600) are decoded as they are: a light job.
+# Bigger ones are decoded at reduced size but still cost their full decoded pixels: a heavy job.
+LIGHT_PIXELS = 1600 * 1600
+# An attack costs forward+backward passes through the model: steps per attack times the attacks
+# a request runs (the eps search: SEARCH_STEPS bisections + 1 probe; C&W: its 6 binary-search
+# rounds over c, attacks._carlini_wagner_l2). One request may cost at most MAX_ATTACK_PASSES.
+MAX_ATTACK_PASSES = 600
+SEARCH_STEPS = 10
+_ATTACKS_PER_REQUEST = {"search": SEARCH_STEPS + 1, "cw": 6, "fixed": 1}
+DEFAULT_MODEL = "default"  # the handwriting pipeline's default model (trained at start-up by `mnistlab serve`)
 MAX_MAPS_SHOWN = 64
+
+
+def max_attack_steps(method: str, eps: float | None) -> int:
+    """The most `steps` one request may ask of `method` (fgsm runs one step whatever it asks)."""
+    kind = "cw" if method == "cw" else ("search" if eps is None else "fixed")
+    return MAX_ATTACK_PASSES // _ATTACKS_PER_REQUEST[kind]
 
 
 class WebInputError(MnistlabError):
@@ -55,6 +76,19 @@ class NotAnImage(WebInputError):
 
 class UnknownModel(WebInputError):
     status = 404
+
+
+class ModelNotReady(WebInputError):
+    """The model exists but cannot answer yet (the default reading model is not trained)."""
+
+    status = 503
+    retry_after = 30
+
+
+class ModelBroken(WebInputError):
+    """A run on disk that does not load (damaged files): the server's problem, not the client's."""
+
+    status = 500
 
 
 @dataclass
@@ -116,6 +150,7 @@ class ModelStore:
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple[str, float], LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
+        self.loaded_default = False  # set once the default model has been loaded (for /readyz)
         self._extra: dict[str, Path] = {}  # --run given as a folder outside the runs root
         if default_run is not None:
             self.default = self._register_default(default_run)
@@ -155,9 +190,23 @@ class ModelStore:
         except MnistlabError as e:
             raise UnknownModel(str(e)) from None
         path = self._run_paths().get(name)
-        if path is None:
-            raise UnknownModel(f"unknown model {name!r}: no such run under {self.root}/ (see GET /api/models)")
+        if path is None:  # the runs folder is not named: an answer never shows a server path
+            raise UnknownModel(f"unknown model {name!r}: no such run (see GET /api/models)")
         return path
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, why not): can the default model answer now? Reads no weights."""
+        if self.default == DEFAULT_MODEL:
+            if not runs.is_complete(default_reader_dir()):
+                return False, _NOT_TRAINED
+            return True, "ok"
+        try:
+            path = self._path_of(self.default)
+        except WebInputError as e:
+            return False, str(e)
+        if path is not None and not runs.is_complete(path):
+            return False, f"model {self.default!r} is not complete (its run has no result yet)"
+        return True, "ok"
 
     def get(self, name: str | None = None) -> LoadedModel:
         name = name or self.default
@@ -171,20 +220,46 @@ class ModelStore:
                 return self._cache[key]
             loaded = self._load(name, path)
             self._cache[key] = loaded
+            self.loaded_default |= name == self.default
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
             return loaded
 
     def _load(self, name: str, path: Path | None) -> LoadedModel:
-        if path is None:  # the handwriting default reader
-            predictor = default_predictor(self.device)  # trains it once (a minute or so) when missing
-        else:
-            predictor = Predictor.load(path, self.device)
+        run_path = path
+        if run_path is None:  # the handwriting default reader: a robust run, or the one in the cache
+            run_path = default_reader_dir()
+            # Never trained inside a request: that held every other request for a minute.
+            # `mnistlab serve` trains it at start-up; until then it answers 503.
+            if not runs.is_complete(run_path):
+                raise ModelNotReady(f"model {name!r} is not ready: {_NOT_TRAINED}")
+        try:
+            predictor = Predictor.load(run_path, self.device)
+        except MnistlabError as e:  # the message names files on the server: it goes to the log only
+            log.error("model %r cannot be loaded: %s", name, e)
+            raise ModelBroken(
+                f"model {name!r} cannot be loaded: its run record is damaged (see the server log)"
+            ) from None
         for p in predictor.net.parameters():  # attacks take gradients w.r.t. the input only
             p.requires_grad_(False)
         info = _summary(name, path)
         info["input_shape"] = list(getattr(predictor.model, "input_shape", (1, 28, 28)))
         return LoadedModel(name, predictor.model, predictor.net, predictor, info)
+
+
+# An absolute path of two or more parts (or ~/...), which an answer must never show; the API's
+# own URL paths are left alone.
+_PATH = re.compile(r"(?<![\w.:/-])(?:~|/(?!(?:api|static|docs|healthz|readyz|openapi)\b))[^\s'\"():,;]*/[^\s'\"():,;]*")
+
+
+def public_message(text: str) -> str:
+    """`text` with every server path replaced by its last part (`<path>/name`): for error answers."""
+    return _PATH.sub(lambda m: "<path>/" + m.group(0).rstrip("/").rsplit("/", 1)[-1], text)
+
+
+_NOT_TRAINED = (
+    "the default reading model is not trained yet (`mnistlab serve` without --run, or `mnistlab predict`, trains it)"
+)
 
 
 def _is_safe_name(name: str) -> bool:
@@ -213,31 +288,14 @@ def decode_data_url(url: str) -> bytes:
     return data
 
 
-def check_image(data: bytes) -> tuple[int, int]:
-    """Size, type and pixel-count checks before any decoding; the (width, height) as displayed.
+def probe_upload(data: bytes, name: str = "upload") -> ImageInfo:
+    """The loader's header probe with the upload cap: size (after EXIF orientation) and format,
+    before any pixel is decoded. ImageTooLarge (413) or UnsupportedImage (415) otherwise."""
+    return images.probe(data, name, max_bytes=MAX_UPLOAD_BYTES)
 
-    Only the header is read here; the handwriting pipeline decodes the pixels. The size returned
-    is after EXIF orientation, the frame the boxes of a reading refer to (and browsers show).
-    """
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise TooLarge(f"image too large: the limit is {MAX_UPLOAD_BYTES // 2**20} MB")
-    if not data:
-        raise NotAnImage("empty upload: send an image file (PNG, JPEG, WebP, GIF, BMP, TIFF)")
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            width, height = img.size
-            orientation = img.getexif().get(0x0112, 1) if hasattr(img, "getexif") else 1
-    except Image.DecompressionBombError:
-        raise TooLarge(f"image has too many pixels: the limit is {MAX_PIXELS // 1_000_000} megapixels") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        raise NotAnImage("not an image: send a PNG, JPEG, WebP, GIF, BMP or TIFF file") from None
-    if width * height > MAX_PIXELS:
-        raise TooLarge(
-            f"image has too many pixels: {width}x{height}, the limit is {MAX_PIXELS // 1_000_000} megapixels"
-        )
-    if orientation in (5, 6, 7, 8):  # rotated by 90 degrees one way or the other
-        width, height = height, width
-    return width, height
+
+def is_heavy(info: ImageInfo) -> bool:
+    return info.pixels > LIGHT_PIXELS
 
 
 def canonical_from_pixels(pixels: list[list[float]]) -> torch.Tensor:
@@ -252,10 +310,8 @@ def canonical_from_pixels(pixels: list[list[float]]) -> torch.Tensor:
 
 def canonical_from_image(data: bytes) -> torch.Tensor:
     """One digit's image (any polarity, any size) -> the canonical (1, 1, 28, 28) crop."""
-    check_image(data)
-    with Image.open(io.BytesIO(data)) as img:
-        img.load()
-        x = preprocess_digit(img)
+    probe_upload(data, "image")
+    x = preprocess_digit(data)
     return torch.as_tensor(x, dtype=torch.float32).reshape(1, 1, 28, 28).clamp(0.0, 1.0)
 
 
@@ -278,7 +334,7 @@ def predict(store: ModelStore, data: bytes, model: str | None = None, filename: 
     added per reading: `model`, `width`/`height` (the frame of the boxes) and `elapsed_ms`.
     """
     start = time.perf_counter()
-    width, height = check_image(data)
+    info = probe_upload(data, filename)
     loaded = store.get(model)
     reading = read_image(data, loaded.predictor, name=filename)
     out = dict(reading.to_json())
@@ -290,8 +346,8 @@ def predict(store: ModelStore, data: bytes, model: str | None = None, filename: 
     if not digits:
         out["message"] = out.get("message") or "no digit found"
     out["model"] = loaded.name
-    out.setdefault("width", width)
-    out.setdefault("height", height)
+    out.setdefault("width", info.width)
+    out.setdefault("height", info.height)
     out["elapsed_ms"] = round((time.perf_counter() - start) * 1000, 2)
     return out
 
@@ -312,8 +368,12 @@ def attack(
 
     if not 0 <= target <= 9:
         raise WebInputError(f"target must be a digit 0-9, got {target}")
-    if not 1 <= steps <= MAX_ATTACK_STEPS:
-        raise WebInputError(f"steps must be 1..{MAX_ATTACK_STEPS}, got {steps}")
+    cap = max_attack_steps(method, eps)
+    if not 1 <= steps <= cap:
+        how = "with eps searched" if eps is None and method != "cw" else ("" if method == "cw" else "at a fixed eps")
+        raise WebInputError(f"steps must be 1..{cap} for {method} {how}".rstrip() + f", got {steps}")
+    if method == "fgsm":
+        steps = 1  # one step by definition: the number asked changes nothing
     loaded = store.get(model)
     start = time.perf_counter()
     x = x.to(store.device)
@@ -327,6 +387,7 @@ def attack(
         eps=eps,
         steps=steps,
         generator=generator,
+        search_steps=SEARCH_STEPS,
     )
     adv = res.x_adv.detach().reshape(1, 1, 28, 28)
     before, after = torch.as_tensor(res.probs_before)[0], torch.as_tensor(res.probs_after)[0]
