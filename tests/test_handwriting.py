@@ -517,3 +517,36 @@ def test_single_path_is_forced_or_avoided(mnist, reader_run):
     assert len(read_image(grey, predictor, single=True).digits) == 1  # forced: all the ink is one digit
     digit = _canvas(mnist, 0, 80, dark_ink=True).astype(np.float32) / 255
     assert len(read_image(digit, predictor, single=False).digits) == 1  # the page path reads it too
+
+
+def test_predict_single_or_page_and_the_default_reader_is_your_robust_run(mnist, reader_run, tmp_path):
+    """--single reads a line as one digit, --page as a line; without --run, predict reads with the
+    newest robust run under the runs root (regression: it trained a second copy in the cache)."""
+    import shutil
+
+    run_dir, _ = reader_run
+    line = np.concatenate([_canvas(mnist, i, 80, dark_ink=True) for i in range(3)], axis=1)
+    Image.fromarray(line).save(tmp_path / "line.png")
+    runs_root = tmp_path / "runs"
+    shutil.copytree(run_dir, runs_root / "robust-20261203-120000-s0")
+    env = {"MNISTLAB_RUNS": str(runs_root), "MNISTLAB_CACHE": str(tmp_path / "cache")}
+    single = _cli("predict", str(tmp_path / "line.png"), "--single", "--json", env_extra=env)
+    page = _cli("predict", str(tmp_path / "line.png"), "--page", "--json", env_extra=env)
+    assert single.returncode == 0 and page.returncode == 0, single.stderr + page.stderr
+    assert len(json.loads(single.stdout)["digits"]) == 1 and len(json.loads(page.stdout)["digits"]) == 3
+    assert f"reading with {runs_root / 'robust-20261203-120000-s0'}" in single.stderr
+    assert not (tmp_path / "cache").exists()  # nothing was trained
+
+
+def test_many_images_read_the_same_in_worker_processes(mnist, reader_run):
+    from mnistlab.handwriting.evaluate import reading_speed
+    from mnistlab.handwriting.reader import PARALLEL_FROM, read_images
+
+    _, predictor = reader_run
+    pngs = [_encode(Image.fromarray(_canvas(mnist, i, 100, dark_ink=True)), "PNG") for i in range(PARALLEL_FROM + 8)]
+    pngs[5] = b"not an image"  # an error stays in its place
+    here = [r if isinstance(r, Exception) else r.to_json() for r in read_images(pngs, predictor, workers=1)]
+    there = [r if isinstance(r, Exception) else r.to_json() for r in read_images(pngs, predictor, workers=2)]
+    assert [str(r) for r in here] == [str(r) for r in there] and isinstance(there[5], Exception)
+    speed = reading_speed(predictor, mnist, n_digits=40, n_pages=1)
+    assert speed["digits_right"] >= 30 and speed["digits_per_s"] > 0 and speed["page_wall_s"] > 0

@@ -5,7 +5,9 @@ the other commands start without it."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -58,6 +60,14 @@ def predict(
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders of them.")],
     run: ReaderRun = None,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per file (JSON Lines).")] = False,
+    single: Annotated[
+        bool | None,
+        typer.Option(
+            "--single/--page",
+            help="Read each image as ONE digit (a crop, a box, a canvas: no page rules) or as a page of lines "
+            "(default: decided by the image's shape).",
+        ),
+    ] = None,
     explain: Annotated[
         Path | None,
         typer.Option("--explain", help="Draw the steps to this PNG (with several files: OUT-<n>.png)."),
@@ -70,30 +80,48 @@ def predict(
     from mnistlab.handwriting.reader import NO_DIGIT, read_images
 
     predictor = load_reader(run, data_dir)
+    if run is None:
+        err.print(f"reading with {predictor.path}")
     files = expand_paths(list(paths))
     failed = 0
-    for i, r in enumerate(read_images(files, predictor)):
-        if isinstance(r, Exception):
-            failed += 1
+    with _progress(len(files), "reading") as step:
+        for i, r in enumerate(read_images(files, predictor, single=single)):
+            step()
+            if isinstance(r, Exception):
+                failed += 1
+                if json_out:
+                    print_json({"file": str(files[i]), "error": str(r)})
+                else:
+                    err.print(f"mnistlab: error: {r}")
+                continue
             if json_out:
-                print_json({"file": str(files[i]), "error": str(r)})
+                print_json(r.to_json())
+            elif not r.found:
+                out.print(f"{r.file}: {NO_DIGIT}")
             else:
-                err.print(f"mnistlab: error: {r}")
-            continue
-        if json_out:
-            print_json(r.to_json())
-        elif not r.found:
-            out.print(f"{r.file}: {NO_DIGIT}")
-        else:
-            flag = f"  ({len(r.low_confidence)} low-confidence digit(s))" if r.low_confidence else ""
-            out.print(f"{r.file}: {r.text.replace(chr(10), ' / ')}{flag}")
-        if explain is not None:
-            target = explain if len(files) == 1 else explain.with_name(f"{explain.stem}-{i}{explain.suffix}")
-            explain_figure(files[i], r, target)
-            err.print(f"explained {r.file} in {target}")
+                flag = f"  ({len(r.low_confidence)} low-confidence digit(s))" if r.low_confidence else ""
+                out.print(f"{r.file}: {r.text.replace(chr(10), ' / ')}{flag}")
+            if explain is not None:
+                target = explain if len(files) == 1 else explain.with_name(f"{explain.stem}-{i}{explain.suffix}")
+                explain_figure(files[i], r, target)
+                err.print(f"explained {r.file} in {target}")
     if failed:
         err.print(f"{failed} of {len(files)} file(s) failed")
         raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def _progress(total: int, what: str) -> Iterator[Callable[[], None]]:
+    """A bar on stderr for more than one file, drawn only on a terminal (stdout stays clean)."""
+    if total < 2 or not err.is_terminal:
+        yield lambda: None
+        return
+    bar = Progress(
+        TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=True
+    )
+    task = bar.add_task(what, total=total)
+    with bar:
+        yield lambda: bar.advance(task)
 
 
 def evaluate_images(
@@ -178,6 +206,38 @@ def score_pages(
     )
 
 
+def bench_reader(
+    run: ReaderRun = None,
+    digits: Annotated[int, typer.Option("--digits", help="Single-digit PNG files to read.")] = 1000,
+    pages: Annotated[int, typer.Option("--pages", help="make-pages pages to read.")] = 5,
+    data_dir: DataDir = None,
+    json_out: JsonObject = False,
+) -> None:
+    """How fast `predict` reads after start-up: single-digit files per second, seconds per page."""
+    import torch
+
+    from mnistlab.errors import ConfigError
+    from mnistlab.handwriting import evaluate as hw_evaluate
+
+    if digits < 8 or pages < 1:
+        raise ConfigError("--digits must be >= 8 and --pages >= 1")
+    r = hw_evaluate.reading_speed(load_reader(run, data_dir), load_data(data_dir), digits, pages)
+    r |= {
+        "threads": torch.get_num_threads(),
+        "cpu": runs.cpu_model(),
+        "load_avg_1min": runs.environment()["load_avg_1min"],
+    }
+    if json_out:
+        print_json(r)
+        return
+    out.print(
+        f"{r['digits']} single-digit files: {r['digits_per_s']:.0f} per second ({r['digit_wall_s']:.2f} s wall, "
+        f"{r['digit_cpu_s']:.2f} s CPU; {r['digits_right']} read right); a page: {r['page_wall_s']:.2f} s wall, "
+        f"{r['page_cpu_s']:.2f} s CPU ({r['pages']} pages)"
+    )
+    out.print(f"{r['threads']} torch thread(s), {r['cpu']}, load average {r['load_avg_1min']}")
+
+
 def _report(summary: dict, misses: list, gallery: Path | None, json_out: bool, title: str) -> None:
     """Print an evaluate-* summary (and draw its misses to `gallery`)."""
     from mnistlab.handwriting.evaluate import misses_gallery
@@ -209,3 +269,4 @@ def register(app: typer.Typer) -> None:
     app.command("evaluate-uci")(evaluate_uci)
     app.command("make-pages")(make_pages)
     app.command("score-pages")(score_pages)
+    app.command("bench-reader")(bench_reader)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mnistlab.data import MNIST
 from mnistlab.errors import DataError, MnistlabError
 from mnistlab.handwriting.images import expand_paths
 from mnistlab.handwriting.pages import load_truth, score_page
@@ -172,3 +173,70 @@ def misses_gallery(misses: list[dict[str, Any]], out: Path, title: str, limit: i
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its worker processes so far (the reader's pool: their
+    usage is only counted once they have exited, so the pool is drained and kept warm separately)."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime + _pool_cpu()
+
+
+def _pool_cpu() -> float:
+    """User + system seconds of the live worker processes of the reader's pools (Linux /proc)."""
+    import os
+
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for child in Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split():
+        try:
+            fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def reading_speed(predictor: Predictor, mnist: MNIST, n_digits: int = 1000, n_pages: int = 5) -> dict[str, Any]:
+    """How fast `predict` reads, after start-up: `n_digits` single-digit PNG files (MNIST test
+    digits drawn dark on white, 140x140, as the canvas sends them) and `n_pages` make-pages JPEGs,
+    each written to a temporary folder and read from disk as `predict FOLDER` does. Wall and CPU
+    seconds; the model is loaded before the clock starts."""
+    import io
+    import tempfile
+    import time
+
+    from mnistlab.handwriting.pages import make_pages
+
+    with tempfile.TemporaryDirectory(prefix="mnistlab-speed-") as tmp:
+        folder = Path(tmp) / "digits"
+        folder.mkdir()
+        for i in range(n_digits):
+            ink = Image.fromarray(255 - mnist.test_images[i % len(mnist.test_images)].numpy())
+            buf = io.BytesIO()
+            ink.resize((140, 140), Image.Resampling.BILINEAR).save(buf, format="PNG")
+            (folder / f"{int(mnist.test_labels[i % len(mnist.test_labels)])}_{i:05d}.png").write_bytes(buf.getvalue())
+        files = expand_paths([folder])
+        list(read_images(files[:64], predictor))  # start-up: lazy initialisation, the worker processes
+        t0, c0 = time.perf_counter(), _cpu_seconds()
+        readings = list(read_images(files, predictor))
+        wall, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
+        right = sum(not isinstance(r, Exception) and r.text == f.name[0] for r, f in zip(readings, files, strict=True))
+        pages_dir = Path(tmp) / "pages"
+        make_pages(mnist, pages_dir, n=n_pages, seed=0)
+        page_files = sorted(pages_dir.glob("*.jpg"))
+        p0, pc0 = time.perf_counter(), _cpu_seconds()
+        list(read_images(page_files, predictor))
+        page_wall, page_cpu = time.perf_counter() - p0, _cpu_seconds() - pc0
+    return {
+        "digits": n_digits,
+        "digits_per_s": n_digits / wall,
+        "digit_wall_s": wall,
+        "digit_cpu_s": cpu,
+        "digits_right": right,
+        "pages": n_pages,
+        "page_wall_s": page_wall / n_pages,
+        "page_cpu_s": page_cpu / n_pages,
+    }

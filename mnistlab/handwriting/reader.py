@@ -8,7 +8,12 @@ reading.to_json()     # {"file", "text", "digits": [...], "width", "height", ...
 
 from __future__ import annotations
 
+import atexit
+import functools
+import itertools
+import multiprocessing
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -235,10 +240,15 @@ def read_images(
     batch_digits: int = 2048,
     single: bool | None = None,
     names: Iterable[str] | None = None,
+    workers: int | None = None,
 ) -> Iterator[Reading | Exception]:
     """Read many images (paths, bytes or PIL images), batching the digits of several through the
     model. Yields, in order, a Reading or the MnistlabError that image raised (the others are
-    still read). `single` as in `read_image`; `names` label the readings (default: the paths)."""
+    still read). `single` as in `read_image`; `names` label the readings (default: the paths).
+
+    Finding the digits is plain Python and NumPy per image, so many images are split over
+    `workers` processes (default: the torch threads mnistlab chose, i.e. the free cores; 1 on a
+    busy machine); the model reads their digits here, in batches."""
     queue: list[_Pending | Exception] = []
     pending_digits = 0
 
@@ -256,15 +266,47 @@ def read_images(
         queue.clear()
 
     labels = iter(names) if names is not None else None
-    for src in sources:
-        name = next(labels) if labels is not None else (str(src) if isinstance(src, str | Path) else "image")
-        try:
-            p = segment_image(src, name, single)
-            queue.append(p)
-            pending_digits += len(p.crops)
-        except MnistlabError as e:
-            queue.append(e)
+    jobs = (
+        (src, next(labels) if labels is not None else (str(src) if isinstance(src, str | Path) else "image"), single)
+        for src in sources
+    )
+    for p in _segment_all(jobs, torch.get_num_threads() if workers is None else workers):
+        queue.append(p)
+        pending_digits += len(p.crops) if isinstance(p, _Pending) else 0
         if pending_digits >= batch_digits or len(queue) >= 256:
             yield from flush()
             pending_digits = 0
     yield from flush()
+
+
+PARALLEL_FROM = 32  # images: fewer are read in this process (starting a worker costs ~1 s)
+
+
+def _segment_one(job: tuple[ImageSource, str, bool | None]) -> _Pending | MnistlabError:
+    try:
+        return segment_image(*job)
+    except MnistlabError as e:
+        return e
+
+
+def _segment_all(jobs: Iterator[tuple[ImageSource, str, bool | None]], workers: int) -> Iterator[_Pending | Exception]:
+    """segment_image over `jobs`, in order: here, or in `workers` processes once there are at least
+    PARALLEL_FROM images. Windows of 64 images per worker bound what waits in memory."""
+    window = list(itertools.islice(jobs, PARALLEL_FROM))
+    if workers <= 1 or len(window) < PARALLEL_FROM:
+        yield from map(_segment_one, itertools.chain(window, jobs))
+        return
+    pool = _pool(workers)
+    while window:
+        yield from pool.map(_segment_one, window, chunksize=8)
+        window = list(itertools.islice(jobs, 64 * workers))
+
+
+@functools.cache
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """One pool per process and size, started on first use and kept (a folder after a folder
+    pays the start-up once); shut down at exit. spawn, not fork: the parent holds torch's thread
+    pools, which a forked child must not inherit."""
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    atexit.register(pool.shutdown, cancel_futures=True)
+    return pool
