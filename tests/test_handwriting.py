@@ -295,6 +295,15 @@ def test_blank_images_find_no_digit(reader_run):
         assert preprocess_digit(np.clip(a, 0, 1).astype(np.float32)).max() == 0, name
 
 
+def test_a_strip_one_pixel_across_is_no_digit():
+    """A 300x1 strip of ink (or one that shrinks to 1 px at working size) holds no pen strokes:
+    no digit, not a ValueError from np.gradient."""
+    for shape in [(300, 1), (300, 2), (1, 400)]:
+        grey = np.ones(shape, np.float32)
+        grey[tuple(slice(n // 3, 2 * n // 3) if n > 2 else slice(None) for n in shape)] = 0
+        assert preprocess_digit(grey).max() == 0, shape
+
+
 def test_canvas_digit_read_in_both_polarities(mnist, reader_run):
     _, model = reader_run
     right = {True: 0, False: 0}

@@ -182,6 +182,10 @@ def single_digit(grey: np.ndarray, dark_ink: bool | None = None) -> SingleDigit:
     ink fills most of the frame), ink strength scaled by the ink's own level, every component but
     dust kept, faint stroke ends kept by hysteresis (`grow_mask`). An image without ink gives an
     all-zero crop (`found` is False).
+
+    mnistlab/web/standalone/normalize.js ports this whole path (and what it calls) for the static
+    page, to float precision (the same bits on x86-64 Linux): change one, change the other
+    (tests/test_export_web.py compares them).
     """
     h0, w0 = grey.shape
     scale = min(1.0, SINGLE_MAX_SIDE / max(h0, w0))
@@ -225,8 +229,7 @@ def single_digit(grey: np.ndarray, dark_ink: bool | None = None) -> SingleDigit:
 
 def digit_mask(im: InkMap) -> np.ndarray:
     """All the ink of a single-digit image, less dust (components under 8 px or 2 % of the largest:
-    a detached flag or bar belongs to the digit), plus the faint ink connected to it (grow_mask).
-    mnistlab/web/standalone/normalize.js ports this for the static page: keep the two in step."""
+    a detached flag or bar belongs to the digit), plus the faint ink connected to it (grow_mask)."""
     labels, n = ndimage.label(im.mask, structure=np.ones((3, 3)))
     if n == 0:
         return np.zeros_like(im.mask)
@@ -241,7 +244,10 @@ MIN_EDGE = 0.05  # ink units per working pixel: the slowest edge a pen stroke ha
 def _edge_sharpness(ink: np.ndarray, mask: np.ndarray) -> float:
     """How steeply the ink rises at the mask's edge (median gradient there, ink units per pixel).
     Pen strokes rise over a few pixels; the threshold crossing of a smooth shadow or gradient
-    over the whole frame rises over a hundred."""
+    over the whole frame rises over a hundred. A strip one working pixel across (a 300x1 image)
+    holds no pen strokes, and np.gradient cannot take it: 0."""
+    if min(ink.shape) < 2:
+        return 0.0
     edge = mask & ~ndimage.binary_erosion(mask)
     if not edge.any():
         return 0.0
