@@ -61,9 +61,12 @@ chromium:
 	  echo "make test: no $(CHROMIUM) and no apt-get with root rights to install it: the browser test will be skipped"; \
 	fi
 
-# -rs prints the reason of every skipped test (e.g. the browser test without Chromium).
+# -rs prints the reason of every skipped test (e.g. the browser test without Chromium). -n: one
+# pytest-xdist worker a core (at most 4), each pinned to one torch thread by tests/conftest.py: the
+# suite is ~5 CPU minutes of mostly single-threaded training, so 2 workers halve it on 2 cores.
+PYTEST_WORKERS ?= auto --maxprocesses 4
 test: lint chromium
-	$(BIN)/python -m pytest -q -rs $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -rs -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
