@@ -127,6 +127,19 @@ def test_show_writes_under_the_run_and_the_runs_root(unscaled_run, tmp_path, mon
     assert [p.name for p in runs.iter_runs(runs.runs_root())] == []  # figures/ is not taken for a run
 
 
+def test_attack_figures_go_under_the_run_by_default(unscaled_run, tmp_path, monkeypatch, capsys):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    capsys.readouterr()
+    attack_cmds.most_likely(str(unscaled_run), k=4, json_out=True)
+    attack_cmds.robustness(str(unscaled_run), eps="0,0.1", steps=2, restarts=1, n=20, json_out=True)
+    pngs = [json.loads(line)["png"] for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert pngs == [str(unscaled_run / "figures" / "most-likely.png"), str(unscaled_run / "figures" / "robustness.png")]
+    assert all(os.path.getsize(p) > 1000 for p in pngs)
+    assert os.listdir(here) == []  # nothing in the current folder
+
+
 class _StopAt(Callback):
     """Ctrl-C during epoch `epoch` (after the previous epochs were recorded)."""
 

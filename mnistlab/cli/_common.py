@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import torch
@@ -39,6 +40,15 @@ def sigterm_as_interrupt() -> None:
     """From now on SIGTERM (a scheduler, `kill`) stops this process like Ctrl-C does, so a
     long command keeps what it recorded and says how to continue."""
     signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def figure_path(path: Path | None, name: str, run_dir: Path | None = None) -> Path:
+    """Where a command writes figure NAME: `path` when given, else RUN/figures/NAME, or, for a
+    figure of no run, figures/NAME under the runs root: never the current folder (a user's
+    checkout filled with PNGs otherwise)."""
+    from mnistlab import runs
+
+    return path or (run_dir if run_dir is not None else runs.runs_root()) / "figures" / name
 
 
 def print_json(obj: Any) -> None:

@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from mnistlab import attacks
-from mnistlab.cli._common import DataDir, Device, JsonObject, out, print_json
+from mnistlab.cli._common import DataDir, Device, JsonObject, figure_path, out, print_json
 from mnistlab.cli.core import load_data
 from mnistlab.dataset import Split, canonical_test
 from mnistlab.errors import ConfigError
@@ -22,6 +22,7 @@ from mnistlab.predictor import Predictor
 from mnistlab.train import pick_device
 
 RunArg = Annotated[str, typer.Argument(help="Run folder (or its name under runs/).")]
+PngHelp = "Figure to write (default: RUN/figures/{}).".format
 Seed = Annotated[int, typer.Option(help="Seed of the random starts.")]
 
 
@@ -47,17 +48,18 @@ def _pick(split: Split, digit: int, n: int) -> tuple[torch.Tensor, torch.Tensor]
     return split.x[idx], idx
 
 
-def _save(fig, png: Path) -> None:  # noqa: ANN001 - a matplotlib Figure
+def _save(fig, png: Path | None, name: str, p: Predictor) -> Path:  # noqa: ANN001 - a matplotlib Figure
+    """Write the figure to --png, by default RUN/figures/NAME; returns where it went."""
     from mnistlab.viz import save_figure
 
-    save_figure(fig, png)
+    return save_figure(fig, figure_path(png, name, p.path))
 
 
 def most_likely(
     run: RunArg,
     digit: Annotated[int, typer.Option(help="The digit.")] = 8,
     k: Annotated[int, typer.Option(help="How many images.")] = 9,
-    png: Annotated[Path, typer.Option("--png", help="Grid image to write.")] = Path("most-likely.png"),
+    png: Annotated[Path | None, typer.Option("--png", help=PngHelp("most-likely.png"))] = None,
     json_out: JsonObject = False,
     data_dir: DataDir = None,
     device: Device = None,
@@ -71,7 +73,12 @@ def most_likely(
     p, test = _load(run, data_dir, pick_device(device))
     rows = attacks.most_likely(p.probs(test.x), test.y, digit, k)
     images = test.x[[r["index"] for r in rows]]
-    _save(most_likely_figure(images, rows, digit, f"{p.name}: test images most likely to be a {digit}"), png)
+    png = _save(
+        most_likely_figure(images, rows, digit, f"{p.name}: test images most likely to be a {digit}"),
+        png,
+        "most-likely.png",
+        p,
+    )
     if json_out:
         print_json({"run": str(p.path), "digit": digit, "images": rows, "png": str(png)})
         return
@@ -93,7 +100,7 @@ def targeted(
     steps: Annotated[int, typer.Option(help="Gradient steps per attack.")] = 50,
     confidence: Annotated[float, typer.Option(help="Also require p(target) >= this.")] = 0.0,
     seed: Seed = 0,
-    png: Annotated[Path, typer.Option("--png", help="Figure to write.")] = Path("targeted.png"),
+    png: Annotated[Path | None, typer.Option("--png", help=PngHelp("targeted.png"))] = None,
     json_out: JsonObject = False,
     data_dir: DataDir = None,
     device: Device = None,
@@ -108,9 +115,9 @@ def targeted(
     x, idx = _pick(test, source, n)
     gen = torch.Generator().manual_seed(seed)
     res = attacks.targeted_attack(p.net, x, target, method, norm, eps, steps, gen, min_confidence=confidence)
-    summary = res.summary() | {"run": str(p.path), "source": source, "target": target, "png": str(png)}
     title = f"{p.name}: {res.method} ({res.norm}) {source} -> {target}, smallest perturbation found"
-    _save(targeted_figure(res, x, idx, source, target, title), png)
+    png = _save(targeted_figure(res, x, idx, source, target, title), png, "targeted.png", p)
+    summary = res.summary() | {"run": str(p.path), "source": source, "target": target, "png": str(png)}
     if json_out:
         print_json(summary)
         return
@@ -169,7 +176,7 @@ def robustness(
     restarts: Annotated[int, typer.Option(help="Starts per image (the first without random start).")] = 5,
     n: Annotated[int, typer.Option(help="First n test images.")] = 1000,
     seed: Seed = 0,
-    png: Annotated[Path, typer.Option("--png", help="Curve to write.")] = Path("robustness.png"),
+    png: Annotated[Path | None, typer.Option("--png", help=PngHelp("robustness.png"))] = None,
     json_out: JsonObject = False,
     data_dir: DataDir = None,
     device: Device = None,
@@ -190,9 +197,11 @@ def robustness(
     gen = torch.Generator().manual_seed(seed)
     rows = attacks.robustness_curve(p.net, x, y, eps_values, norm, steps, restarts, gen)  # type: ignore[arg-type]
     title = f"{p.name}: PGD-{steps}, {restarts} restarts, {len(y)} images"
-    _save(robustness_figure(rows, norm, title), png)
+    png = _save(robustness_figure(rows, norm, title), png, "robustness.png", p)
     if json_out:
-        print_json({"run": str(p.path), "norm": norm, "steps": steps, "restarts": restarts, "curve": rows})
+        print_json(
+            {"run": str(p.path), "norm": norm, "steps": steps, "restarts": restarts, "curve": rows, "png": str(png)}
+        )
         return
     out.print(f"{p.name}: accuracy under {norm} PGD-{steps}, {restarts} restarts, first {len(y)} test images")
     table = Table("eps", "accuracy")

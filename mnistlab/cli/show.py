@@ -18,7 +18,7 @@ import typer
 
 from mnistlab import data as mdata
 from mnistlab import runs
-from mnistlab.cli._common import DataDir, DeviceOrCuda, out
+from mnistlab.cli._common import DataDir, DeviceOrCuda, figure_path, out
 from mnistlab.cli.core import load_data as load_data_with_bar
 from mnistlab.dataset import Split, canonical_test
 from mnistlab.errors import ConfigError, RunError
@@ -40,8 +40,7 @@ def _save(fig, path: Path | None, name: str, run_dir: Path | None = None) -> Non
     """Write `fig` to `path`, by default to RUN/figures/NAME (or figures/NAME under the runs root)."""
     from mnistlab.viz import save_figure
 
-    default = (run_dir if run_dir is not None else runs.runs_root()) / "figures" / name
-    written = save_figure(fig, path or default)
+    written = save_figure(fig, figure_path(path, name, run_dir))
     out.print(f"wrote {written}")
 
 
