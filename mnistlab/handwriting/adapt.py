@@ -337,8 +337,8 @@ def uci_digits(upscale: int = 4) -> Digits:
     return read_digits(imgs, y.tolist(), [f"uci-{i}" for i in range(len(y))])
 
 
-WRITER_SHEAR = 0.6  # horizontal shift per unit of height (a slant of ~31 degrees)
-WRITER_PEN = 3  # radius, pixels at 4x (112x112): a thick marker
+WRITER_SHEAR = 1.0  # horizontal shift per unit of height (a slant of 45 degrees)
+WRITER_PEN = 4  # radius, pixels at 4x (112x112): a thick marker
 
 
 def writer_style(images: torch.Tensor, shear: float = WRITER_SHEAR, pen: int = WRITER_PEN) -> list[np.ndarray]:
@@ -382,3 +382,109 @@ def half_split(y: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def subset(d: Digits, idx: torch.Tensor) -> Digits:
     return Digits(d.x[idx], d.y[idx], [d.names[i] for i in idx.tolist()])
+
+
+STUDY_SHOTS = (1, 5, 10, 20)
+STUDY_SEEDS = (0, 1, 2)
+WRITER_POOL = (0, 1000)  # MNIST test digits the synthetic writer's shots are drawn from
+WRITER_TEST = (5000, 2000)  # ... and the ones it is tested on (other digits, same style)
+
+
+def study_sets(mnist: MNIST, sets: Sequence[str]) -> dict[str, tuple[Digits, Digits | None]]:
+    """{set: (digits, None)} for "uci" (split in halves per seed) or {set: (pool, test)} for
+    "writer" (fixed MNIST test ranges)."""
+    out: dict[str, tuple[Digits, Digits | None]] = {}
+    for name in sets:
+        if name == "uci":
+            out[name] = (uci_digits(), None)
+        elif name == "writer":
+            out[name] = (writer_digits(mnist, *WRITER_POOL), writer_digits(mnist, *WRITER_TEST))
+        else:
+            raise DataError(f"unknown study set {name!r}: choose uci or writer")
+    return out
+
+
+def adapt_study(
+    base: Predictor,
+    mnist: MNIST,
+    modes: Sequence[str] = ("all",),
+    shots: Sequence[int] = STUDY_SHOTS,
+    seeds: Sequence[int] = STUDY_SEEDS,
+    sets: Sequence[str] = ("uci", "writer"),
+    cfg: AdaptConfig | None = None,
+    mnist_test_limit: int = 0,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """For each set, mode, K and seed: adapt from the first K digits per class of one part,
+    test on the other. UCI: a seeded half/half split per seed; writer: fixed MNIST test ranges
+    (the seed draws the batches and augmentation). One row each: accuracy before/after on the
+    test part, MNIST test accuracy before/after, adaptation wall and CPU seconds."""
+    cfg = cfg or AdaptConfig()
+    data = study_sets(mnist, sets)
+    mnist_before = mnist_test_accuracy(base, mnist, mnist_test_limit)
+    rows = []
+    for name, (digits, fixed_test) in data.items():
+        for seed in seeds:
+            if fixed_test is None:
+                a, b = half_split(digits.y, seed)
+                pool, test = subset(digits, a), subset(digits, b)
+            else:
+                pool, test = digits, fixed_test
+            before = accuracy(base, test.x, test.y)
+            for mode in modes:
+                for k in shots:
+                    chosen = subset(pool, torch.tensor(first_shots(pool.y.tolist(), k)))
+                    run_cfg = dataclasses.replace(cfg, mode=mode, shots=k)
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    model, _ = adapt_model(base, chosen, run_cfg, mnist, seed)
+                    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+                    adapted = Predictor(model, base.config)
+                    row = {
+                        "set": name,
+                        "mode": mode,
+                        "shots": k,
+                        "seed": seed,
+                        "test_n": len(test),
+                        "before": before,
+                        "after": accuracy(adapted, test.x, test.y),
+                        "mnist_before": mnist_before,
+                        "mnist_after": mnist_test_accuracy(adapted, mnist, mnist_test_limit),
+                        "adapt_wall_s": wall,
+                        "adapt_cpu_s": cpu,
+                    }
+                    rows.append(row)
+                    if on_row:
+                        on_row(row)
+    return rows
+
+
+def summarize_study(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and std over seeds per (set, mode, shots), in points (percent)."""
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["set"], r["mode"], r["shots"]), []).append(r)
+    out = []
+    for (name, mode, k), rs in groups.items():
+
+        def ms(key: str, rs: list[dict[str, Any]] = rs) -> tuple[float, float]:
+            v = np.array([r[key] for r in rs], dtype=np.float64) * 100
+            return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+        gain = np.array([r["after"] - r["before"] for r in rs]) * 100
+        loss = np.array([r["mnist_before"] - r["mnist_after"] for r in rs]) * 100
+        out.append(
+            {
+                "set": name,
+                "mode": mode,
+                "shots": k,
+                "seeds": len(rs),
+                "before": ms("before"),
+                "after": ms("after"),
+                "gain": (float(gain.mean()), float(gain.std(ddof=1)) if len(rs) > 1 else 0.0),
+                "mnist_after": ms("mnist_after"),
+                "mnist_loss": (float(loss.mean()), float(loss.std(ddof=1)) if len(rs) > 1 else 0.0),
+                "wall_s": float(np.mean([r["adapt_wall_s"] for r in rs])),
+                "cpu_s": float(np.mean([r["adapt_cpu_s"] for r in rs])),
+            }
+        )
+    return out
