@@ -45,7 +45,9 @@ def _bar(what: str) -> Iterator:
     if not err.is_terminal:
         yield None
         return
-    bar = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True)
+    bar = Progress(
+        TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True
+    )
     task = bar.add_task(what, total=None)
     bar.start()
     try:
@@ -66,7 +68,9 @@ def adapt(
     sheet: Annotated[
         list[Path] | None, typer.Option("--sheet", help="A photo of a filled `mnistlab template` sheet (repeatable).")
     ] = None,
-    shots: Annotated[int, typer.Option(help="Use at most K images per digit (the first K in sorted file order; 0 = all).")] = 0,
+    shots: Annotated[
+        int, typer.Option(help="Use at most K images per digit (the first K in sorted file order; 0 = all).")
+    ] = 0,
     seed: Annotated[int, typer.Option(help="Random seed (batches, augmentation).")] = 0,
     mode: Mode = "all",
     steps: Steps = AdaptConfig.steps,
@@ -146,12 +150,18 @@ def adapt_study(
     modes: Annotated[str, typer.Option(help="Comma-separated modes to compare (all, head, bn, all-bn).")] = "all",
     shots: Annotated[str, typer.Option(help="Comma-separated K (digits per class).")] = "1,5,10,20",
     seeds: Annotated[int, typer.Option(help="Seeds (0..N-1).")] = 3,
-    sets: Annotated[str, typer.Option(help="uci (scikit-learn's UCI digits, half/half), writer (synthetic), or both.")] = "uci,writer",
+    sets: Annotated[
+        str, typer.Option(help="uci (scikit-learn's UCI digits, half/half), writer (synthetic), or both.")
+    ] = "uci,writer",
     steps: Steps = AdaptConfig.steps,
     lr: Lr = AdaptConfig.lr,
     replay: Replay = AdaptConfig.replay,
-    mnist_test_limit: Annotated[int, typer.Option(help="MNIST test digits to measure forgetting on (0 = all 10,000).")] = 0,
-    json_out: Annotated[bool, typer.Option("--json", help="One JSON line per adapted model, then the summary.")] = False,
+    mnist_test_limit: Annotated[
+        int, typer.Option(help="MNIST test digits to measure forgetting on (0 = all 10,000).")
+    ] = 0,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="One JSON line per adapted model, then the summary.")
+    ] = False,
     data_dir: DataDir = None,
 ) -> None:
     """Measure adaptation: K shots per class, seeds, accuracy before/after and MNIST after."""
@@ -187,8 +197,12 @@ def adapt_study(
     if json_out:
         print_json({"summary": summary})
         return
-    out.print(f"base run {base.name}, MNIST test accuracy {100 * rows[0]['mnist_before']:.2f} %; mean ± std over {seeds} seeds")
-    out.print("| set | mode | K | before % | after % | gain (points) | MNIST after % | MNIST loss (points) | adapt s (CPU s) |")
+    out.print(
+        f"base run {base.name}, MNIST test accuracy {100 * rows[0]['mnist_before']:.2f} %; mean ± std over {seeds} seeds"
+    )
+    out.print(
+        "| set | mode | K | before % | after % | gain (points) | MNIST after % | MNIST loss (points) | adapt s (CPU s) |"
+    )
     out.print("|---|---|---|---|---|---|---|---|---|")
     for s in summary:
         f = lambda v: f"{v[0]:.2f} ± {v[1]:.2f}"  # noqa: E731
@@ -201,4 +215,3 @@ def adapt_study(
 def register(app: typer.Typer) -> None:
     app.command("adapt")(adapt)
     app.command("adapt-study")(adapt_study)
-

@@ -106,12 +106,25 @@ def read_digits(sources: Sequence[ImageSource], labels: Sequence[int], names: Se
 
 def load_digits_folder(folder: Path, shots: int = 0) -> Digits:
     """The labelled images under `folder`, in the layout `evaluate-images` reads (sub-folders
-    0..9, or the label as the file name's first character); with `shots`, the first `shots` of
-    each class in sorted file order."""
+    0..9, or the label as the file name's first character); with `shots`, the first `shots`
+    usable images of each class in sorted file order (the unusable ones are listed in `errors`)."""
     files, labels, skipped = labelled_files(folder)
-    keep = first_shots(labels, shots)
-    digits = read_digits([files[i] for i in keep], [labels[i] for i in keep], [str(files[i]) for i in keep])
-    digits.skipped = skipped
+    parts, errors, seen = [], [], [0] * 10
+    for f, y in zip(files, labels, strict=True):
+        if shots and seen[y] >= shots:
+            continue
+        one = read_digits([f], [y], [str(f)])  # an unusable image is listed and the next one taken
+        errors += one.errors
+        if len(one):
+            parts.append(one)
+            seen[y] += 1
+    digits = Digits(
+        torch.cat([p.x for p in parts]) if parts else torch.zeros(0, *CANONICAL_SHAPE),
+        torch.cat([p.y for p in parts]) if parts else torch.zeros(0, dtype=torch.int64),
+        [n for p in parts for n in p.names],
+        errors,
+        skipped,
+    )
     return digits
 
 
@@ -307,7 +320,9 @@ def adapt_run(
 def _write_record(out: Path, model: nn.Module, cfg: RunConfig, result: dict[str, Any], device: torch.device) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
-        runs.atomic_write_json(out / runs.CONFIG, {**cfg.to_dict(), "environment": runs.environment(), "device": str(device)})
+        runs.atomic_write_json(
+            out / runs.CONFIG, {**cfg.to_dict(), "environment": runs.environment(), "device": str(device)}
+        )
         metrics = {
             "epoch": 1,
             "loss": result["train_loss"],
@@ -320,7 +335,6 @@ def _write_record(out: Path, model: nn.Module, cfg: RunConfig, result: dict[str,
         runs.write_result(out, model, cfg.model, result)
     except OSError as e:
         raise RunError(f"cannot write the run record in {out}: {e.strerror}") from None
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -354,7 +368,9 @@ def writer_style(images: torch.Tensor, shear: float = WRITER_SHEAR, pen: int = W
     for a in images.numpy():
         img = Image.fromarray(a).resize((112, 112), Image.Resampling.BILINEAR)
         # output (x, y) <- input (x + shear * (y - 56), y): the top leans right
-        img = img.transform((112, 112), Image.Transform.AFFINE, (1, shear, -shear * 56, 0, 1, 0), Image.Resampling.BILINEAR)
+        img = img.transform(
+            (112, 112), Image.Transform.AFFINE, (1, shear, -shear * 56, 0, 1, 0), Image.Resampling.BILINEAR
+        )
         ink = ndimage.grey_dilation(np.asarray(img, np.float32) / 255.0, footprint=disk)
         out.append(1.0 - ink)
     return out
