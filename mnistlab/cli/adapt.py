@@ -68,6 +68,9 @@ def adapt(
     sheet: Annotated[
         list[Path] | None, typer.Option("--sheet", help="A photo of a filled `mnistlab template` sheet (repeatable).")
     ] = None,
+    columns: Annotated[
+        int, typer.Option(help="Boxes per digit on the --sheet (as `mnistlab template --columns`).")
+    ] = 8,
     shots: Annotated[
         int, typer.Option(help="Use at most K images per digit (the first K in sorted file order; 0 = all).")
     ] = 0,
@@ -91,7 +94,7 @@ def adapt(
     for photo in sheet or []:
         from mnistlab.handwriting.template import read_sheet
 
-        parts.append(read_sheet(photo))
+        parts.append(read_sheet(photo, columns))
     digits = _concat(parts)
     if sheet and shots:
         import torch
@@ -212,6 +215,38 @@ def adapt_study(
         )
 
 
+def template(
+    out_file: Annotated[Path, typer.Argument(help="The sheet to write: .pdf (A4) or .png.")],
+    columns: Annotated[int, typer.Option(help="Boxes per digit.")] = 8,
+    example: Annotated[
+        Path | None,
+        typer.Option(
+            "--example",
+            help="Also write a photo (JPEG) of the sheet filled with MNIST test digits, to try `adapt --sheet` on.",
+        ),
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Draw the printable sheet: a row of boxes per digit and four corner marks."""
+    from mnistlab.handwriting.template import fill_sheet, photograph, write_sheet
+
+    write_sheet(out_file, columns)
+    out.print(
+        f"wrote {out_file}: print it, write each row's digit in its boxes, photograph it, then: "
+        f"mnistlab adapt --sheet PHOTO --columns {columns}"
+    )
+    if example is not None:
+        mnist = load_data(data_dir)
+        labels = mnist.test_labels.numpy()
+        rows = [[mnist.test_images[i].numpy() for i in (labels == d).nonzero()[0][:columns]] for d in range(10)]
+        try:
+            photograph(fill_sheet(rows, columns)).save(example, "JPEG", quality=85)
+        except (OSError, ValueError) as e:
+            raise DataError(f"cannot write {example}: {e}") from None
+        out.print(f"wrote {example}: the sheet filled with MNIST test digits, as a phone photo")
+
+
 def register(app: typer.Typer) -> None:
     app.command("adapt")(adapt)
     app.command("adapt-study")(adapt_study)
+    app.command("template")(template)
