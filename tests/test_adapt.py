@@ -179,3 +179,44 @@ def test_adapt_study_rows_and_summary(mnist, base_run, monkeypatch, capsys):
     assert all("±" in r for r in rows)
     with pytest.raises(ConfigError):
         adapt_cmds.adapt_study(run=str(base_run), shots="ten")
+
+
+def test_eval_and_predict_read_the_adapted_run(mnist, base_run, tmp_path, capsys):
+    from mnistlab.cli import core as core_cmds
+    from mnistlab.cli import predict as predict_cmds
+
+    folder = tmp_path / "mine"
+    _write_writer_folder(mnist, folder, 0, 40, layout="names")
+    adapt_cmds.adapt(folder, run=str(base_run), out_dir=tmp_path / "me", steps=5, json_out=True)
+    result = json.loads(capsys.readouterr().out)
+    core_cmds.eval_(str(tmp_path / "me"), json_out=True)
+    got = json.loads(capsys.readouterr().out)
+    assert got["test_acc"] == pytest.approx(result["test_acc"], abs=1e-3) and result["test_n"] == 1000
+    predict_cmds.predict(
+        [folder / sorted(p.name for p in folder.iterdir())[0]], run=str(tmp_path / "me"), json_out=True
+    )
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["found"]
+
+
+def test_the_sheet_is_found_in_a_photo_and_its_boxes_read(mnist, base_run, tmp_path, capsys):
+    from mnistlab.handwriting import template as T
+
+    labels = mnist.test_labels.numpy()
+    rows = [[mnist.test_images[i].numpy() for i in (labels == d).nonzero()[0][: 3 + d % 3]] for d in range(10)]
+    photo = T.photograph(T.fill_sheet(rows, columns=6), angle=-9, seed=3)
+    path = tmp_path / "photo.jpg"
+    photo.save(path, quality=80)
+    digits = T.read_sheet(path, columns=6)
+    assert digits.counts() == [len(r) for r in rows]  # every filled box, no empty one
+    # The boxes read as the digits themselves do through the single-digit path.
+    base = Predictor.load(base_run)
+    assert A.accuracy(base, digits.x, digits.y) >= 0.9
+    # A photo without the marks: one clear error.
+    cut = photo.crop((0, 0, photo.width, photo.height // 2))
+    with pytest.raises(DataError, match="corner marks"):
+        T.read_sheet(cut, columns=6, name="half.jpg")
+    # The CLI: template writes the sheet; adapt --sheet reads the photo.
+    adapt_cmds.template(tmp_path / "sheet.pdf", columns=6)
+    assert (tmp_path / "sheet.pdf").read_bytes()[:4] == b"%PDF"
+    adapt_cmds.adapt(sheet=[path], columns=6, run=str(base_run), out_dir=tmp_path / "from-sheet", steps=5)
+    assert runs.read_json(tmp_path / "from-sheet" / runs.RESULT)["digits"] == sum(map(len, rows))

@@ -251,8 +251,11 @@ def accuracy(predictor: Predictor, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def mnist_test_accuracy(predictor: Predictor, mnist: MNIST, limit: int = 0) -> float:
-    """Accuracy on the MNIST test digits (the first `limit`, else all 10,000)."""
-    t = canonical_test(mnist, dataclasses.replace(predictor.config.data, test_limit=limit))
+    """Accuracy on the MNIST test digits the run is tested on (`eval`: its data.test_limit, all
+    10,000 by default), or on the first `limit`."""
+    t = canonical_test(
+        mnist, dataclasses.replace(predictor.config.data, test_limit=limit or predictor.config.data.test_limit)
+    )
     return accuracy(predictor, t.x, t.y)
 
 
@@ -296,7 +299,7 @@ def adapt_run(
         "seed": seed,
         "adapted_from": run_cfg.adapted_from,
         "test_acc": mnist_after,  # as every run's result: MNIST test accuracy (after adapting)
-        "test_n": mnist_test_limit or len(mnist.test_labels),
+        "test_n": mnist_test_limit or base.config.data.test_limit or len(mnist.test_labels),
         "base_test_acc": mnist_before,
         "forgetting": mnist_before - mnist_after,
         "digits": len(digits),
