@@ -220,3 +220,46 @@ def test_the_sheet_is_found_in_a_photo_and_its_boxes_read(mnist, base_run, tmp_p
     assert (tmp_path / "sheet.pdf").read_bytes()[:4] == b"%PDF"
     adapt_cmds.adapt(sheet=[path], columns=6, run=str(base_run), out_dir=tmp_path / "from-sheet", steps=5)
     assert runs.read_json(tmp_path / "from-sheet" / runs.RESULT)["digits"] == sum(map(len, rows))
+
+
+def test_web_teach_saves_a_model_the_picker_lists_after_a_restart(mnist, base_run, tmp_path):
+    pytest.importorskip("fastapi")
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from mnistlab.web.app import create_app
+
+    root = tmp_path / "served"
+    shutil.copytree(base_run, root / "robust-small")
+    imgs = A.writer_style(mnist.train_images[:60])
+    shots = A.read_digits(imgs, mnist.train_labels[:60].tolist(), [str(i) for i in range(60)])
+    lesson = [{"label": int(y), "input": x[0].tolist()} for x, y in zip(shots.x, shots.y, strict=True)]
+    with TestClient(create_app(runs_root=root, default_run="robust-small"), base_url="http://localhost") as c:
+        r = c.post("/api/teach", json={"digits": lesson, "name": "mine"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["model"] == "mine" and body["base"] == "robust-small" and body["digits"] == 60
+        assert abs(body["mnist_before"] - body["mnist_after"]) < 0.03
+        names = [m["name"] for m in c.get("/api/models").json()["models"]]
+        assert "mine" in names
+        x = {"input": lesson[0]["input"], "model": "mine"}
+        assert c.post("/api/feature-maps", json=x).status_code == 200
+        # refusals: one line each, no server path, the same checks as every POST
+        again = c.post("/api/teach", json={"digits": lesson, "name": "mine"})
+        assert again.status_code == 422 and "exists already" in again.json()["detail"]
+        no_threes = [d for d in lesson if d["label"] != 3]
+        r = c.post("/api/teach", json={"digits": no_threes})
+        assert r.status_code == 422 and "no images of digit 3" in r.json()["detail"]
+        assert str(tmp_path) not in r.text
+        r = c.post("/api/teach", json={"digits": lesson * 4})
+        assert r.status_code == 422  # over MAX_TEACH_DIGITS
+        r = c.post("/api/teach", json={"digits": lesson}, headers={"origin": "http://evil.example"})
+        assert r.status_code == 403
+        r = c.post("/api/teach", json={"digits": lesson, "name": "../x"})
+        assert r.status_code == 422 and "bad model name" in r.json()["detail"]
+    # a restart of the server still lists (and serves) the taught model
+    with TestClient(create_app(runs_root=root, default_run="robust-small"), base_url="http://localhost") as c:
+        models = {m["name"]: m for m in c.get("/api/models").json()["models"]}
+        assert models["mine"]["complete"]
+        assert c.post("/api/feature-maps", json={"input": lesson[0]["input"], "model": "mine"}).status_code == 200
