@@ -112,18 +112,19 @@ class AdaptConfig:
     """Few-shot adaptation of a trained run to one writer's digits (handwriting/adapt.py).
 
     The adapted run records this next to its base run's config (`RunConfig.adapt`). What to
-    train was chosen by measurement (docs/adapt.md): all weights at a small learning rate with
-    BN statistics frozen, each step half the writer's digits (augmented) and half MNIST replay.
+    train was chosen by measurement on the synthetic writer (docs/adapt.md): every weight and the
+    BN statistics at a small learning rate, each step the writer's digits (augmented) and twice
+    as many MNIST training digits ("replay", so MNIST is not forgotten).
     """
 
     # "all": every weight, BN statistics frozen; "head": the last Linear layer only; "bn": the BN
     # layers' scale, shift and running statistics only; "all-bn": every weight, BN statistics
     # updated by the mixed batches.
-    mode: Literal["all", "head", "bn", "all-bn"] = "all"
+    mode: Literal["all", "head", "bn", "all-bn"] = "all-bn"
     steps: int = 60  # optimizer steps (Adam)
     lr: float = 3e-4
     batch: int = 32  # the writer's digits per step (drawn with replacement, augmented)
-    replay: float = 1.0  # MNIST training digits per step, as a multiple of `batch` (0 = none)
+    replay: float = 2.0  # MNIST training digits per step, as a multiple of `batch` (0 = none)
     shots: int = 0  # at most this many digits per class were used (0 = all that were given)
     augment: bool = True  # augment the writer's digits with the base run's own augmentation
 

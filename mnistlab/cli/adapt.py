@@ -20,8 +20,8 @@ from mnistlab.errors import ConfigError, DataError
 Mode = Annotated[
     str,
     typer.Option(
-        help="What to train: all (every weight, BN statistics frozen), head (the last layer), bn (BN layers), "
-        "all-bn (every weight and the BN statistics)."
+        help="What to train: all-bn (every weight and the BN statistics; the default), all (every weight, BN "
+        "statistics frozen), head (the last layer), bn (the BN layers)."
     ),
 ]
 Steps = Annotated[int, typer.Option(help="Optimizer steps.")]
@@ -75,7 +75,7 @@ def adapt(
         int, typer.Option(help="Use at most K images per digit (the first K in sorted file order; 0 = all).")
     ] = 0,
     seed: Annotated[int, typer.Option(help="Random seed (batches, augmentation).")] = 0,
-    mode: Mode = "all",
+    mode: Mode = AdaptConfig.mode,
     steps: Steps = AdaptConfig.steps,
     lr: Lr = AdaptConfig.lr,
     replay: Replay = AdaptConfig.replay,
@@ -150,7 +150,9 @@ def _out_dir(out_dir: Path | None) -> Path:
 
 def adapt_study(
     run: ReaderRun = None,
-    modes: Annotated[str, typer.Option(help="Comma-separated modes to compare (all, head, bn, all-bn).")] = "all",
+    modes: Annotated[
+        str, typer.Option(help="Comma-separated modes to compare (all, head, bn, all-bn).")
+    ] = AdaptConfig.mode,
     shots: Annotated[str, typer.Option(help="Comma-separated K (digits per class).")] = "1,5,10,20",
     seeds: Annotated[int, typer.Option(help="Seeds (0..N-1).")] = 3,
     sets: Annotated[

@@ -4,9 +4,9 @@
     result = adapt_run(Predictor.load(base), digits, out=Path("runs/me"), mnist=load_mnist())
 
 The writer's digits are read through the single-digit path (`preprocess_digit`, as `predict
---single` reads them), then the run's network is fine-tuned: by default every weight at a small
-learning rate with the BN statistics frozen, each step half the writer's digits (augmented with
-the base run's own augmentation) and half MNIST training digits ("replay", so MNIST is not
+--single` reads them), then the run's network is fine-tuned: by default every weight and the BN
+statistics at a small learning rate, each step 32 of the writer's digits (augmented with the
+base run's own augmentation) and 64 MNIST training digits ("replay", so MNIST is not
 forgotten). What to train was chosen by measurement (`mnistlab adapt-study`, docs/adapt.md).
 The result is an ordinary run record (runs.py) whose config is the base run's plus
 `adapted_from` and `adapt`: `predict --run`, `evaluate-images --run`, `serve --run` and `eval`
