@@ -205,6 +205,7 @@ def adapt_study(
     out.print(
         f"base run {base.name}, MNIST test accuracy {100 * rows[0]['mnist_before']:.2f} %; mean ± std over {seeds} seeds"
     )
+    out.print()  # a blank line: the table below is a Markdown table of its own
     out.print(
         "| set | mode | K | before % | after % | gain (points) | MNIST after % | MNIST loss (points) | adapt s (CPU s) |"
     )
