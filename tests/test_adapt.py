@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -263,3 +264,19 @@ def test_web_teach_saves_a_model_the_picker_lists_after_a_restart(mnist, base_ru
         models = {m["name"]: m for m in c.get("/api/models").json()["models"]}
         assert models["mine"]["complete"]
         assert c.post("/api/feature-maps", json={"input": lesson[0]["input"], "model": "mine"}).status_code == 200
+
+
+def test_without_run_it_adapts_the_default_reader_which_stays_the_default(mnist, base_run, tmp_path, capsys):
+    import shutil
+
+    from mnistlab.handwriting.model import default_reader_dir
+
+    shutil.copytree(base_run, runs.runs_root() / "robust-mine")  # your newest robust run: the default reader
+    folder = tmp_path / "mine"
+    _write_writer_folder(mnist, folder, 0, 40, layout="names")
+    adapt_cmds.adapt(folder, out_dir=tmp_path / "ignored-name" / "me", steps=3, json_out=True)
+    result = json.loads(capsys.readouterr().out)
+    assert result["adapted_from"] == "robust-mine"
+    adapt_cmds.adapt(folder, out_dir=Path("me2"), steps=3, json_out=True)  # a bare name: under the runs root
+    assert runs.is_complete(runs.runs_root() / "me2")
+    assert default_reader_dir().name == "robust-mine"  # the newer adapted runs did not take its place
