@@ -259,6 +259,20 @@ def test_web_teach_saves_a_model_the_picker_lists_after_a_restart(mnist, base_ru
         assert r.status_code == 403
         r = c.post("/api/teach", json={"digits": lesson, "name": "../x"})
         assert r.status_code == 422 and "bad model name" in r.json()["detail"]
+        # or a photo of a filled sheet
+        import base64
+        import io
+
+        from mnistlab.handwriting import template as T
+
+        labels = mnist.test_labels.numpy()
+        rows = [[mnist.test_images[i].numpy() for i in (labels == d).nonzero()[0][:2]] for d in range(10)]
+        buf = io.BytesIO()
+        T.photograph(T.fill_sheet(rows), seed=1).save(buf, "JPEG", quality=85)
+        url = "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+        r = c.post("/api/teach", json={"sheet": url, "name": "from-sheet"})
+        assert r.status_code == 200, r.text
+        assert r.json()["digits_per_class"] == [2] * 10
     # a restart of the server still lists (and serves) the taught model
     with TestClient(create_app(runs_root=root, default_run="robust-small"), base_url="http://localhost") as c:
         models = {m["name"]: m for m in c.get("/api/models").json()["models"]}
