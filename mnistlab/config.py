@@ -107,9 +107,40 @@ class AugmentConfig:
     pairs: float = 0.0
 
 
+@dataclass(frozen=True)
+class AdaptConfig:
+    """Few-shot adaptation of a trained run to one writer's digits (handwriting/adapt.py).
+
+    The adapted run records this next to its base run's config (`RunConfig.adapt`). What to
+    train was chosen by measurement on the synthetic writer (docs/adapt.md): every weight and the
+    BN statistics at a small learning rate, each step the writer's digits (augmented) and twice
+    as many MNIST training digits ("replay", so MNIST is not forgotten).
+    """
+
+    # "all": every weight, BN statistics frozen; "head": the last Linear layer only; "bn": the BN
+    # layers' scale, shift and running statistics only; "all-bn": every weight, BN statistics
+    # updated by the mixed batches.
+    mode: Literal["all", "head", "bn", "all-bn"] = "all-bn"
+    steps: int = 60  # optimizer steps (Adam)
+    lr: float = 3e-4
+    batch: int = 32  # the writer's digits per step (drawn with replacement, augmented)
+    replay: float = 2.0  # MNIST training digits per step, as a multiple of `batch` (0 = none)
+    shots: int = 0  # at most this many digits per class were used (0 = all that were given)
+    augment: bool = True  # augment the writer's digits with the base run's own augmentation
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch < 1 or self.lr <= 0 or self.replay < 0 or self.shots < 0:
+            raise ValueError(
+                f"bad adapt config: steps={self.steps} batch={self.batch} lr={self.lr} "
+                f"replay={self.replay} shots={self.shots}"
+            )
+
+
 # 2: lr, rho, momentum, weight_decay and adv_alpha use None (not 0 or 0.9) for "the default";
 # records without a version are read with the old meanings (run_config_from_dict).
-CONFIG_VERSION = 2
+# 3: an adapted run (handwriting/adapt.py) records `adapted_from` and `adapt`; records of
+# versions 1 and 2 have neither and read as plain runs.
+CONFIG_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -121,9 +152,14 @@ class RunConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0  # the random seed (model init, batch order, augmentation, dropout)
     recipe: str = ""  # the recipe it was resolved from (recipes.RECIPES), "" when built by hand
+    adapted_from: str = ""  # an adapted run: the base run's folder name ("" for a trained run)
+    adapt: AdaptConfig | None = None  # an adapted run: how it was adapted
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        extra: dict[str, Any] = {}
+        if self.adapted_from or self.adapt is not None:
+            extra = {"adapted_from": self.adapted_from, "adapt": dataclasses.asdict(self.adapt or AdaptConfig())}
+        return extra | {
             "config_version": CONFIG_VERSION,
             "recipe": self.recipe,
             "model": self.model,
@@ -289,4 +325,21 @@ def run_config_from_dict(d: Mapping[str, Any]) -> RunConfig:
                 raise ConfigError(f"config has an unknown field {section}.{name}")
             flat[f"{section}.{name}"] = list(value) if isinstance(value, list) else value
     flat["seed"] = d.get("seed", 0)
-    return apply_overrides(base, flat)
+    cfg = apply_overrides(base, flat)
+    if d.get("adapted_from") or d.get("adapt") is not None:
+        cfg = replace(cfg, adapted_from=str(d.get("adapted_from") or ""), adapt=_adapt_from_dict(d.get("adapt") or {}))
+    return cfg
+
+
+def _adapt_from_dict(src: Mapping[str, Any]) -> AdaptConfig:
+    hints = typing.get_type_hints(AdaptConfig)
+    known = {f.name for f in fields(AdaptConfig)}
+    values = {}
+    for name, value in src.items():
+        if name not in known:
+            raise ConfigError(f"config has an unknown field adapt.{name}")
+        values[name] = parse_value(value, hints[name], f"adapt.{name}")
+    try:
+        return AdaptConfig(**values)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None

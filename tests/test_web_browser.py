@@ -177,3 +177,70 @@ def test_upload_a_photo_of_a_line(page, mnist, tmp_path):
     expect(page.locator("body")).to_have_attribute("data-maps-for", body_counter(page, "predictions"))
     FIGURES.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(FIGURES / "web-photo.png"), full_page=True)
+
+
+# One simple drawing of each digit (pad units), for teaching; and a style the model was never
+# shown: an X.
+DIGITS = {
+    0: [[(140, 50), (95, 75), (80, 145), (95, 215), (140, 240), (185, 215), (200, 145), (185, 75), (140, 50)]],
+    1: ONE,
+    2: [[(80, 90), (110, 55), (170, 55), (195, 95), (170, 150), (85, 240), (205, 240)]],
+    3: [[(85, 60), (190, 60), (130, 130), (195, 175), (170, 235), (85, 235)]],
+    4: [[(170, 40), (70, 170), (210, 170)], [(170, 40), (170, 250)]],
+    5: [[(190, 50), (95, 50), (90, 130), (170, 130), (195, 185), (160, 240), (85, 235)]],
+    6: [[(180, 50), (110, 110), (85, 190), (120, 245), (180, 225), (185, 170), (130, 155), (90, 190)]],
+    7: SEVEN,
+    8: [[(140, 140), (95, 100), (140, 50), (185, 100), (140, 140), (90, 190), (140, 245), (190, 190), (140, 140)]],
+    9: [[(185, 100), (140, 50), (90, 90), (110, 140), (185, 110), (185, 50), (180, 250)]],
+}
+CROSS = [[(70, 60), (210, 240)], [(210, 60), (70, 240)]]
+
+
+@pytest.fixture
+def teach_page(browser, mnist, tmp_path):
+    """The page on a server of its own, over a copy of the runs: teaching adds a run to its root."""
+    root = tmp_path / "runs"
+    shutil.copytree(trained_runs(mnist), root)
+    with serve_in_background(create_app(runs_root=root, default_run=DEFAULT)) as url:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        pg = context.new_page()
+        problems: list[str] = []
+        pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+        pg.goto(url + "/")
+        expect(pg.locator("#model option")).not_to_have_count(0)
+        yield pg
+        context.close()
+    assert not problems, problems
+
+
+def test_teach_mode_adapts_to_drawn_digits_and_shows_the_original_beside(teach_page):
+    page = teach_page
+    verdict = page.locator("#verdict")
+    draw(page, CROSS)
+    expect(verdict).not_to_have_text("no digit")
+    before_teaching = verdict.inner_text()
+    taught = (int(before_teaching) + 1) % 10  # the X will be taught as a digit it is not read as
+    page.click("#clear")
+    page.select_option("#teach-shots", "2")
+    page.click("#teach-start")
+    for _ in range(20):
+        label = int(page.locator("#teach-panel").get_attribute("data-next"))
+        draw(page, CROSS if label == taught else DIGITS[label])
+        page.click("#teach-add")
+    expect(page.locator("#teach-prompt")).to_contain_text("press Teach")
+    before = body_counter(page, "teaches")
+    page.click("#teach-go")
+    wait_for_new(page, "teaches", before, timeout=60_000)
+    expect(page.locator("#teach-status")).to_contain_text("taught with 20 digits")
+    new_model = page.locator("#model").input_value()
+    assert new_model.startswith(f"{DEFAULT}-taught-"), new_model
+    # the new model is listed in the picker, and reads the X as it was taught; the original beside
+    draw(page, CROSS)
+    expect(verdict).to_have_text(str(taught))
+    expect(page.locator("#compare")).to_contain_text(f"original ({DEFAULT}): {before_teaching}")
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(FIGURES / "web-teach.png"), full_page=True)
+    page.click("#clear")
+    page.select_option("#model", DEFAULT)  # back to the original: nothing beside it
+    expect(page.locator("#compare")).to_have_text("")

@@ -47,10 +47,10 @@ def summarize(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
     }
 
 
-def evaluate_images(folder: Path, predictor: Predictor) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Labelled single-digit images -> (summary, misses with their crops), read through the
-    single-digit path as `predict --single` reads them. Files without a label or that fail to
-    load are reported in summary["skipped"] / summary["errors"]."""
+def labelled_files(folder: Path) -> tuple[list[Path], list[int], list[str]]:
+    """The labelled image files under `folder` (sub-folders 0..9, or names starting with the
+    digit), sorted: (files, their labels, the image files without a label). `evaluate-images`
+    and `adapt` read folders with it."""
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder")
     files, labels, skipped = [], [], []
@@ -61,6 +61,14 @@ def evaluate_images(folder: Path, predictor: Predictor) -> tuple[dict[str, Any],
         else:
             files.append(f)
             labels.append(y)
+    return files, labels, skipped
+
+
+def evaluate_images(folder: Path, predictor: Predictor) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Labelled single-digit images -> (summary, misses with their crops), read through the
+    single-digit path as `predict --single` reads them. Files without a label or that fail to
+    load are reported in summary["skipped"] / summary["errors"]."""
+    files, labels, skipped = labelled_files(folder)
     names, y_true, crops, rows, errors = [], [], [], [], []
     for f, y, r in zip(files, labels, read_images(files, predictor, single=True), strict=True):
         if isinstance(r, MnistlabError):

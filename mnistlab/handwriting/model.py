@@ -41,12 +41,16 @@ def default_model_dir() -> Path:
 
 
 def is_reader_run(path: Path) -> bool:
-    """A complete run of the reader recipe (records before the recipe was recorded: by name)."""
+    """A complete run of the reader recipe (records before the recipe was recorded: by name), not
+    one adapted to a writer."""
     if not runs.is_complete(path):
         return False
     try:
-        recipe = runs.read_json(path / runs.CONFIG).get("recipe") or ""
+        config = runs.read_json(path / runs.CONFIG)
+        recipe = config.get("recipe") or ""
     except (runs.RunError, AttributeError):
+        return False
+    if config.get("adapted_from"):  # adapted to one writer (handwriting/adapt.py): never the default
         return False
     return recipe == READER_RECIPE or (not recipe and path.name.startswith(f"{READER_RECIPE}-"))
 

@@ -105,6 +105,32 @@ class AttackRequest(DigitInput):
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Random start; the same seed gives the same picture.")
 
 
+class TaughtDigit(BaseModel):
+    """One labelled digit of a lesson: a drawing (data URL) or its 28x28 `input`."""
+
+    model_config = ConfigDict(extra="forbid")
+    label: int = Field(ge=0, le=9, description="The digit it is.")
+    input: list[list[float]] | None = Field(None, description="28 rows of 28 numbers in [0, 1], white ink on black.")
+    image: str | None = Field(None, description="Or: the digit as an image data URL (it is MNIST-normalised).")
+
+
+class TeachRequest(BaseModel):
+    """POST /api/teach: a few of your digits; the model adapted to them is saved as a new run."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = Field(
+        None, description="The model to adapt, a name from GET /api/models (default: the server's)."
+    )
+    name: str | None = Field(None, max_length=128, description="The new model's name (default: BASE-taught-TIME).")
+    digits: list[TaughtDigit] = Field(
+        default_factory=list,
+        max_length=service.MAX_TEACH_DIGITS,
+        description="Labelled digits, every digit 0-9 at least once.",
+    )
+    sheet: str | None = Field(None, description="A photo of a filled `mnistlab template` sheet, as a data URL.")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
 class FeatureMapsRequest(DigitInput):
     layer: str | None = Field(None, max_length=100, description="A layer name (default: the first).")
 
@@ -498,6 +524,29 @@ def create_app(
             return service.attack(
                 store, digit(), req.target, req.model, req.method, req.norm, req.eps, req.steps, req.seed
             )
+
+        return await heavy.run(job, is_disconnected=request.is_disconnected)
+
+    @app.post(
+        "/api/teach",
+        tags=["teach"],
+        summary="Teach it your handwriting",
+        responses={503: {"description": "Busy (one heavy job at a time), or no MNIST on the server to teach with"}},
+    )
+    async def teach(req: TeachRequest, request: Request) -> dict[str, Any]:
+        """Adapt a model to a few labelled digits (every digit 0-9 at least once: drawings, or the boxes of a
+        photographed sheet) and save it as a new run: it is listed by GET /api/models from then on."""
+        makers = []
+        for d in req.digits:
+            maker, _ = _digit(DigitInput(input=d.input, image=d.image))
+            makers.append((d.label, maker))
+        sheet = service.decode_data_url(req.sheet) if req.sheet is not None else None
+        if sheet is not None:
+            service.probe_upload(sheet, "sheet")
+
+        def job() -> dict[str, Any]:
+            digits = [(label, make()) for label, make in makers]
+            return service.teach(store, digits, sheet, req.model, req.name, req.seed)
 
         return await heavy.run(job, is_disconnected=request.is_disconnected)
 

@@ -491,3 +491,83 @@ def mosaic_png(maps: torch.Tensor, tile: int = 56, gap: int = 4) -> tuple[bytes,
     buf = io.BytesIO()
     Image.fromarray(canvas).save(buf, format="PNG", optimize=False)
     return buf.getvalue(), shown
+
+
+# ---------------------------------------------------------------------------------------------
+# teach: adapt a model to the digits a person drew (handwriting/adapt.py), saved as a run
+
+MAX_TEACH_DIGITS = 200  # digits in one teach request (10 digits x 20 shots)
+TEACH_STEPS = 60  # the adaptation's optimizer steps (AdaptConfig's default): seconds on a CPU
+
+
+class TeachingUnavailable(WebInputError):
+    """Teaching needs MNIST (replay, and to measure what was forgotten) on the server."""
+
+    status = 503
+    retry_after = 3600
+
+
+def _teach_mnist(data_dir: str | Path | None = None):
+    from mnistlab.data import load_mnist
+
+    try:
+        return load_mnist(data_dir, download_missing=False)  # never a download inside a request
+    except MnistlabError as e:
+        log.error("teach: MNIST cannot be loaded: %s", e)
+        raise TeachingUnavailable("teaching needs the MNIST files on the server (see the server log)") from None
+
+
+_teach_lock = threading.Lock()  # one adaptation writes into the runs root at a time
+
+
+def teach(
+    store: ModelStore,
+    digits: list[tuple[int, torch.Tensor]],
+    sheet: bytes | None = None,
+    base: str | None = None,
+    name: str | None = None,
+    seed: int = 0,
+    data_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Adapt model `base` to `digits` ((label, canonical crop) pairs) and the filled boxes of a
+    `sheet` photo; save it as run `name` under the runs root (listed by GET /api/models from then
+    on, and after a restart). Returns the new model's name and what adapting did."""
+    from mnistlab.config import AdaptConfig
+    from mnistlab.handwriting.adapt import Digits, adapt_run
+
+    start = time.perf_counter()
+    xs = [x.reshape(1, 28, 28) for _, x in digits]
+    ys = [int(y) for y, _ in digits]
+    found = Digits(torch.stack(xs) if xs else torch.zeros(0, 1, 28, 28), torch.tensor(ys, dtype=torch.int64))
+    keep = [i for i, x in enumerate(xs) if float(x.max()) > 0]
+    found = Digits(found.x[keep], found.y[keep])
+    if sheet is not None:
+        from mnistlab.handwriting.template import read_sheet
+
+        probe_upload(sheet, "sheet")
+        boxes = read_sheet(sheet, name="sheet")
+        found = Digits(torch.cat([found.x, boxes.x]), torch.cat([found.y, boxes.y]))
+    if len(found) > MAX_TEACH_DIGITS:
+        raise WebInputError(f"too many digits: at most {MAX_TEACH_DIGITS} in one lesson, got {len(found)}")
+    found.check_classes("teach")
+    loaded = store.get(base)
+    mnist = _teach_mnist(data_dir)
+    base_name = loaded.name if loaded.predictor.path is None else loaded.predictor.path.name
+    with _teach_lock:
+        if name:
+            name = runs.check_name(name, "model name")
+        else:
+            name = f"{base_name}-taught-{time.strftime('%Y%m%d-%H%M%S')}"
+        if name == DEFAULT_MODEL or name in store._run_paths() or (store.root / name).exists():
+            raise WebInputError(f"a model named {name!r} exists already: choose another name")
+        # adapt_model trains a copy: the served model keeps answering other requests meanwhile
+        result = adapt_run(loaded.predictor, found, store.root / name, AdaptConfig(steps=TEACH_STEPS), mnist, seed)
+    return {
+        "model": name,
+        "base": loaded.name,
+        "digits": len(found),
+        "digits_per_class": found.counts(),
+        "mnist_before": result["base_test_acc"],
+        "mnist_after": result["test_acc"],
+        "seconds": round(time.perf_counter() - start, 2),
+    }

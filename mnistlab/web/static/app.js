@@ -17,6 +17,9 @@ const state = {
   reading: null, // the last /api/predict answer
   selected: 0, // index of the digit shown in panels 2-4
   target: null, // the digit "fool it" aims for
+  models: [], // the last /api/models list
+  compare: null, // after teaching: the original model, read beside the taught one
+  teach: null, // {shots, samples: [{label, image}]} while a lesson is being written
   seq: 0, // request counter: a late answer to an old request is dropped
   mapsSeq: 0,
 };
@@ -147,12 +150,13 @@ async function loadModels() {
     opt.textContent = `${m.name}${arch}${acc}${note}`;
     select.appendChild(opt);
   }
+  state.models = models;
   state.model = fallback;
   select.value = fallback;
   describeModel(models.find((m) => m.name === fallback));
   select.onchange = () => {
     state.model = select.value;
-    describeModel(models.find((m) => m.name === select.value));
+    describeModel(state.models.find((m) => m.name === select.value));
     $("layer").textContent = ""; // another network, other layers
     rerun();
   };
@@ -261,13 +265,16 @@ function padImage() {
 async function predictPad() {
   const seq = ++state.seq;
   if (state.strokes.length === 0) {
+    $("compare").textContent = "";
     showReading(null);
     return;
   }
   try {
-    const reading = await postJSON("/api/predict", { image: padImage(), model: state.model, file: "canvas" });
+    const image = padImage();
+    const reading = await postJSON("/api/predict", { image, model: state.model, file: "canvas" });
     if (seq !== state.seq) return; // the drawing moved on
     $("photo-panel").classList.add("hidden");
+    await showComparison(image, seq);
     showReading(reading);
   } catch (e) {
     if (seq === state.seq) setStatus(e.message, true);
@@ -546,6 +553,102 @@ $("fool").onclick = async () => {
     button.disabled = false;
   }
 };
+
+// ------------------------------------------------------------------------------------ teach
+
+// After teaching, the original model reads the same drawing: its answer is shown beside.
+async function showComparison(image, seq) {
+  const el = $("compare");
+  if (!state.compare || state.compare === state.model) {
+    el.textContent = "";
+    return;
+  }
+  try {
+    const other = await postJSON("/api/predict", { image, model: state.compare, file: "canvas" });
+    if (seq !== state.seq) return;
+    el.textContent = `original (${state.compare}): `;
+    const b = document.createElement("strong");
+    b.textContent = other.text ? other.text.replace(/\n/g, " ") : "no digit";
+    el.append(b);
+    if (other.digits.length === 1) el.append(` ${pct(other.digits[0].confidence)}`);
+  } catch (e) {
+    el.textContent = `original (${state.compare}): ${e.message}`;
+  }
+}
+
+const teachLabel = () => Math.floor(state.teach.samples.length / state.teach.shots);
+
+function teachPrompt() {
+  const t = state.teach;
+  const n = t.samples.length;
+  const done = n >= 10 * t.shots;
+  $("teach-add").disabled = done;
+  $("teach-go").disabled = !done;
+  $("teach-prompt").textContent = done
+    ? `all ${n} digits written: press Teach`
+    : `write a ${teachLabel()} (${(n % t.shots) + 1} of ${t.shots}), then “Add this digit”`;
+  $("teach-panel").dataset.next = done ? "" : String(teachLabel());
+}
+
+$("teach-start").onclick = () => {
+  state.teach = { shots: Number($("teach-shots").value), samples: [] };
+  state.strokes = [];
+  redrawPad();
+  predictPad();
+  $("teach-status").textContent = "";
+  teachPrompt();
+};
+
+$("teach-add").onclick = () => {
+  if (!state.teach) return;
+  if (!state.strokes.length) {
+    $("teach-status").textContent = "draw the digit on the pad first";
+    return;
+  }
+  state.teach.samples.push({ label: teachLabel(), image: padImage() });
+  state.strokes = [];
+  redrawPad();
+  predictPad();
+  $("teach-status").textContent = "";
+  teachPrompt();
+};
+
+$("teach-go").onclick = () => teach({ digits: state.teach ? state.teach.samples : [] });
+
+$("teach-sheet").onchange = () => {
+  const file = $("teach-sheet").files[0];
+  if (!file) return;
+  const reader = new FileReader();
+  reader.onload = () => teach({ sheet: reader.result });
+  reader.readAsDataURL(file);
+};
+
+async function teach(lesson) {
+  const base = state.model;
+  const status = $("teach-status");
+  status.style.color = "";
+  status.textContent = `adapting ${base} to your digits… (seconds)`;
+  $("teach-go").disabled = $("teach-add").disabled = true;
+  try {
+    const r = await postJSON("/api/teach", { ...lesson, model: base });
+    await loadModels(); // the picker lists the new model (it is a run on disk: it stays)
+    state.model = r.model;
+    state.compare = base;
+    $("model").value = r.model;
+    describeModel(state.models.find((m) => m.name === r.model));
+    state.teach = null;
+    $("teach-prompt").textContent = "";
+    status.textContent =
+      `taught with ${r.digits} digits in ${r.seconds} s · MNIST test ${pct(r.mnist_before)} → ${pct(r.mnist_after)} · ` +
+      `now reading with ${r.model}, the original ${r.base} beside it`;
+    bump("teaches");
+    rerun();
+  } catch (e) {
+    status.textContent = e.message;
+    status.style.color = "var(--bad)";
+    if (state.teach) teachPrompt();
+  }
+}
 
 // ------------------------------------------------------------------------------------ start
 
