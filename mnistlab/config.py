@@ -66,6 +66,14 @@ class TrainConfig:
     adv_alpha: float | None = None  # step size; None = 2.5*eps/steps (pgd), 1.25*eps (fgsm-rs) or eps (n-fgsm)
     adv_noise: float = 2.0  # "n-fgsm": the random start is uniform in [-adv_noise*eps, adv_noise*eps]
     adv_eps_warmup: float = 0.0  # fraction of the training steps over which eps ramps up from 0
+    # Levers of the `fast` recipes (issue 25; measured in docs/benchmarks-levers.md). None = off /
+    # the framework default, so every recipe that does not name them trains as before.
+    betas: tuple[float, float] | None = None  # adam/adamw (beta1, beta2); None = PyTorch's (0.9, 0.999).
+    # Set, beta1 stays fixed under "onecycle" (else OneCycleLR cycles it between 0.85 and 0.95).
+    ema: float | None = None  # decay of an exponential moving average of the weights (e.g. 0.99): the
+    # EMA weights are what is validated, probed, tested and saved; None = no EMA
+    schedule_epochs: float | None = None  # "onecycle"/"cosine" length in epochs (e.g. 0.5); training
+    # ends where the schedule does. None = train.epochs
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,8 @@ class DataConfig:
     invert: Literal["none", "add", "only"] = "none"  # seed 4.1: add an inverted copy, or use only it
     channels: int = 1  # 3 repeats the grey channel, as seed 004's RGB input
     eval_inverted: bool = False  # also report accuracy on the inverted test set
+    crop: int | None = None  # centre-crop the 28x28 digit to crop x crop (MNIST's ink lies in the
+    # central 20x20); part of dataset.model_input, so every app feeds the crop. None = no crop
 
 
 @dataclass(frozen=True)

@@ -77,10 +77,15 @@ def bench(
 
     def on_seed(name: str, r: benchlib.SeedResult) -> None:
         if not json_out:
-            t = "not reached" if r.time_to_target_s is None else f"{r.time_to_target_s:.2f}s"
+            t = (
+                "not reached"
+                if r.time_to_target_s is None
+                else f"{r.time_to_target_s:.2f}s ({r.cpu_to_target_s:.2f}s CPU)"
+            )
+            load = "" if r.load_start is None else f", load {r.load_start:.2f} -> {r.load_end:.2f}"
             err.print(
                 f"{name} seed {r.seed}: test acc {r.test_acc:.4f}, time to {target:.3f}: {t}, "
-                f"{r.train_seconds:.1f}s training, {r.wall_seconds:.1f}s wall"
+                f"{r.train_seconds:.1f}s training ({r.train_cpu_seconds:.1f}s CPU), {r.wall_seconds:.1f}s wall{load}"
             )
 
     report = benchlib.run_bench(
@@ -96,6 +101,9 @@ def bench(
     for row in benchlib.table_rows(report["recipes"], target):
         table.add_row(*row)
     out.print(table)
+    out.print(benchlib.peak_line(report["peak"]))
+    for w in report["warnings"]:
+        err.print(f"warning: {w}")
     if stop_names:
         out.print(
             f"--stop-at-target {','.join(stop_names)}: those runs stopped at the target; "
