@@ -59,6 +59,10 @@ class TimeToAccuracy(Callback):
         self._mark = 0.0
         self._cpu_mark = 0.0
 
+    @staticmethod
+    def _images(state: TrainState) -> int:
+        return state.step * state.config.train.batch_size
+
     def _sync(self, state: TrainState) -> None:
         if state.device.type == "cuda":
             torch.cuda.synchronize(state.device)
@@ -70,7 +74,7 @@ class TimeToAccuracy(Callback):
     def _check(self, state: TrainState) -> None:
         t0 = time.perf_counter()
         acc = evaluate(state.eval_model, self.split)["acc"]
-        images = state.step * state.config.train.batch_size
+        images = self._images(state)
         epoch = state.step / state.steps_per_epoch
         self.checks.append(
             {"train_seconds": self._clock, "cpu_seconds": self._cpu, "epoch": epoch, "images": images, "acc": acc}
@@ -108,8 +112,8 @@ class TimeToAccuracy(Callback):
         # the trainer's own (synchronised) count is authoritative for wall time; CPU time was
         # read at the epoch's last step, so validation and the epoch's bookkeeping are not in it
         self._clock = state.train_seconds
-        if self.time_to_target is None:
-            self._check(state)
+        if self.time_to_target is None and (not self.checks or self.checks[-1]["images"] != self._images(state)):
+            self._check(state)  # (not twice at one step: a probe point where the schedule ended)
         self._mark, self._cpu_mark = time.perf_counter(), time.process_time()
 
 
@@ -130,6 +134,7 @@ class SeedResult:
     load_start: float | None = None  # 1-minute load average when the run started ...
     load_end: float | None = None  # ... and when it ended
     order: int = 0  # position in the bench's interleaved order (0 = first run)
+    warmup_seconds: float = 0.0  # train.compile's warm-up (compile, CUDA-graph capture): not in the times above
     checks: list[dict[str, float]] = field(default_factory=list)
 
     @property
@@ -189,6 +194,7 @@ class RecipeResult:
             "probe_eval_seconds_mean": statistics.fmean(s.probe_eval_seconds for s in self.seeds),
             "wall_seconds_mean": statistics.fmean(s.wall_seconds for s in self.seeds),
             "epochs_mean": statistics.fmean(s.epochs for s in self.seeds),
+            "warmup_seconds_mean": statistics.fmean(s.warmup_seconds for s in self.seeds),
             "stopped_at_target": sum(s.stopped_at_target for s in self.seeds),
             "per_seed": [dataclasses.asdict(s) | {"cpu_share": s.cpu_share} for s in self.seeds],
         }
@@ -229,6 +235,7 @@ def run_seed(
         cpu_seconds=cpu,
         load_start=load0,
         load_end=_load(),
+        warmup_seconds=outcome.train.warmup_seconds,
         checks=p.checks,
     )
 
@@ -423,6 +430,7 @@ def run_bench(
     on_seed: Callable[[str, SeedResult], None] | None = None,
     variants: Mapping[str, tuple[str, Mapping[str, Any]]] | None = None,
     inference: bool = True,
+    overrides: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """`mnistlab bench`: inference speed of the default recipe, then every recipe of `names` over
     `seeds` seeds (`ref_seeds` for the slow ref-* ones, 0 = as `seeds`), interleaved (see
@@ -430,9 +438,10 @@ def run_bench(
     floor. `variants` maps a name of `names` to (recipe, overrides), for lever trials
     (docs/scripts/fast_levers.py). Returns the report (what markdown_report renders); with
     `out_path`, writes it there after every run, so a long benchmark cut short keeps what it
-    measured."""
+    measured. `overrides` apply to every recipe (`mnistlab bench --set`)."""
     device = device or torch.device("cpu")
     variants = dict(variants or {})
+    common = dict(overrides or {})
     started = datetime.now(UTC)
     speed = None
     if inference:
@@ -449,6 +458,7 @@ def run_bench(
     counts = {}
     for name in names:
         recipe, extra = variants.get(name, (name, {}))
+        extra = {**extra, **common}
         overrides = {**extra, **quick_overrides}
         cfg = resolve_run_config(recipe, overrides)
         bf16 = autocast_bf16(cfg.train.precision, device)
@@ -650,6 +660,12 @@ def markdown_report(report: Mapping[str, Any]) -> str:
             f"- **--stop-at-target {','.join(report['stop_at_target'])}**: these recipes' runs stopped once they "
             "reached the target, so their test accuracy is the accuracy at that point, not after the recipe's "
             "full schedule"
+        )
+    warm = [s for s in report["recipes"] if s.get("warmup_seconds_mean")]
+    if warm:
+        lines.append(
+            "- torch.compile warm-up (compilation, CUDA-graph capture) ran before training and is excluded from the "
+            "times: " + ", ".join(f"`{s['name']}` {s['warmup_seconds_mean']:.1f} s" for s in warm)
         )
     if report["quick"]:
         lines.append("- **--quick**: tiny data slices and one epoch; these numbers say nothing about the recipes")

@@ -74,6 +74,11 @@ class TrainConfig:
     # EMA weights are what is validated, probed, tested and saved; None = no EMA
     schedule_epochs: float | None = None  # "onecycle"/"cosine" length in epochs (e.g. 0.5); training
     # ends where the schedule does. None = train.epochs
+    # torch.compile the training step's model: "default", "reduce-overhead" (CUDA graphs),
+    # "max-autotune", or "eager" (the compile machinery without code generation, for tests).
+    # The compile runs in a warm-up before training (forward + backward of the run's batch shapes,
+    # weights and BN statistics restored), which train_seconds excludes and warmup_seconds reports.
+    compile: Literal["none", "default", "reduce-overhead", "max-autotune", "eager"] = "none"
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,10 @@ class DataConfig:
     eval_inverted: bool = False  # also report accuracy on the inverted test set
     crop: int | None = None  # centre-crop the 28x28 digit to crop x crop (MNIST's ink lies in the
     # central 20x20); part of dataset.model_input, so every app feeds the crop. None = no crop
+
+    def __post_init__(self) -> None:
+        if self.crop is not None and not 8 <= self.crop <= 28:
+            raise ValueError(f"bad data.crop={self.crop}: the central N x N of a 28x28 digit, 8 <= N <= 28")
 
 
 @dataclass(frozen=True)

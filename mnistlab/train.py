@@ -194,6 +194,7 @@ class TrainResult:
     train_seconds: float  # training steps only
     wall_seconds: float  # everything, validation and callbacks included
     stopped_early: bool
+    warmup_seconds: float = 0.0  # train.compile's warm-up before training (not in train_seconds)
 
 
 @torch.no_grad()
@@ -273,6 +274,41 @@ def autocast_bf16(precision: str, device: torch.device | str) -> bool:
         return False
 
 
+def compiled_for_training(
+    model: nn.Module, tc: TrainConfig, n: int, device: torch.device, bf16: bool, in_shape: tuple[int, ...]
+) -> tuple[nn.Module, float]:
+    """(the model train.compile asks for, seconds of its warm-up). The warm-up runs forward and
+    backward at the run's two batch sizes (the full one and the last, smaller one) so that the
+    compile (and CUDA-graph capture) happens here and not inside the timed steps; the weights'
+    gradients are cleared and the BN statistics restored, so training starts where it would have."""
+    if tc.compile == "none":
+        return model, 0.0
+    t0 = time.perf_counter()
+    if tc.compile == "eager":
+        run = torch.compile(model, backend="eager")
+    else:
+        run = torch.compile(model, mode=None if tc.compile == "default" else tc.compile)
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    sizes = {tc.batch_size if n >= tc.batch_size else n}
+    if n % tc.batch_size:
+        sizes.add(n % tc.batch_size)
+    model.train()
+    for b in sorted(sizes, reverse=True):
+        x = torch.rand(b, *in_shape, device=device)
+        y = torch.zeros(b, dtype=torch.long, device=device)
+        for _ in range(3):  # CUDA graph trees record on the second or third call
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = F.cross_entropy(run(x), y)
+            loss.backward()
+    for p in model.parameters():
+        p.grad = None
+    with torch.no_grad():
+        model.load_state_dict(saved)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return run, time.perf_counter() - t0
+
+
 def train(
     cfg: RunConfig,
     model: nn.Module,
@@ -312,6 +348,9 @@ def train(
     if cfg.augment.pairs and tc.adversarial != "none":
         raise ConfigError("augment.pairs and train.adversarial do not combine (the attack needs a label per sample)")
     bf16 = autocast_bf16(tc.precision, device)
+    if tc.compile != "none" and (tc.adversarial != "none" or cfg.augment.pairs):
+        raise ConfigError("train.compile does not combine with train.adversarial or augment.pairs yet")
+    run, warmup_seconds = compiled_for_training(model, tc, n, device, bf16, tuple(train_x.shape[1:]))
     wall0 = time.perf_counter()
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
@@ -338,7 +377,7 @@ def train(
                 eps = tc.adv_eps * min(1.0, (state.step + 1) / ramp) if ramp > 0 else tc.adv_eps
                 xb = adversarial_batch(model, xb, yb, tc, state.generators["adversarial"], eps)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = model(xb)
+                logits = run(xb)
                 if n_pairs:  # cross-entropy against the uniform distribution: "no digit is likely"
                     pairs_loss = -F.log_softmax(logits[len(yb) :].float(), 1).mean()
                     logits = logits[: len(yb)]
@@ -412,4 +451,5 @@ def train(
         train_seconds=state.train_seconds,
         wall_seconds=time.perf_counter() - wall0,
         stopped_early=state.stop and state.epoch < tc.epochs,
+        warmup_seconds=warmup_seconds,
     )

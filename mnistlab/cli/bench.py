@@ -57,6 +57,12 @@ def bench(
     ] = None,
     data_dir: DataDir = None,
     device: DeviceOrCuda = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Config override KEY=VALUE for every recipe (repeatable), e.g. train.compile=eager."
+        ),
+    ] = None,
 ) -> None:
     """Per recipe: time to 99 % test accuracy, ratio vs ref-pytorch, accuracy mean ± std; inference speed."""
     names, stop_names = _names(recipes), _names(stop_at_target)
@@ -68,6 +74,9 @@ def bench(
         raise ConfigError(f"bad --seeds {seeds}, --checks-per-epoch {checks} or --target {target}")
     if threads < 0 or ref_seeds < 0:
         raise ConfigError(f"bad --threads {threads} or --ref-seeds {ref_seeds}")
+    overrides = parse_assignments(set_)
+    for name in names:
+        benchlib.resolve_run_config(name, overrides)  # a bad --set fails now too
     if threads:
         mthreads.ensure(threads)
     dev = pick_device(device)
@@ -90,7 +99,7 @@ def bench(
 
     report = benchlib.run_bench(
         names, mnist, seeds=seeds, ref_seeds=ref_seeds, target=target, checks_per_epoch=checks,
-        stop_at_target=stop_names, quick=quick, device=dev, out_path=out_path, on_seed=on_seed,
+        stop_at_target=stop_names, quick=quick, device=dev, out_path=out_path, on_seed=on_seed, overrides=overrides,
         command="mnistlab " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "mnistlab bench",
     )  # fmt: skip
     if json_out:
