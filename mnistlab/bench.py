@@ -160,6 +160,7 @@ class RecipeResult:
     flops_per_image: float | None = None  # training FLOPs (forward + backward) per training image
     peak_flops: float | None = None  # the machine's peak for this recipe's precision, FLOP/s
     bf16: bool = False
+    on_cpu: bool = True  # the floor gap uses CPU seconds per thread on a CPU, wall seconds on a GPU
 
     def summary(self) -> dict[str, Any]:
         accs = [s.test_acc for s in self.seeds]
@@ -169,6 +170,7 @@ class RecipeResult:
         if images is not None and self.flops_per_image and self.peak_flops:
             floor = self.flops_per_image * images / self.peak_flops
         time_to = _mean([s.time_to_target_s for s in reached])
+        cpu_to = _mean([s.cpu_to_target_s for s in reached])
         return {
             "name": self.name,
             "recipe": self.recipe or self.name,
@@ -181,13 +183,15 @@ class RecipeResult:
             # means over the seeds that reached the target; `reached` says how many did
             "time_to_99_s": time_to,
             "time_to_99_s_std": statistics.stdev([s.time_to_target_s for s in reached]) if len(reached) > 1 else 0.0,
-            "cpu_to_99_s": _mean([s.cpu_to_target_s for s in reached]),
+            "cpu_to_99_s": cpu_to,
             "images_to_99": images,
             "reached": len(reached),
             "flops_per_image": self.flops_per_image,
             "bf16": self.bf16,
             "floor_s": floor,  # FLOPs per image x images to target / peak: no machine can beat it
-            "floor_gap": time_to / floor if time_to and floor else None,
+            # measured / floor, from CPU seconds per thread: the time the run would have taken on
+            # cores of its own (wall seconds on a shared machine would inflate the gap)
+            "floor_gap": self._gap(time_to, cpu_to, floor),
             "train_seconds_mean": statistics.fmean(s.train_seconds for s in self.seeds),
             "train_cpu_seconds_mean": statistics.fmean(s.train_cpu_seconds for s in self.seeds),
             "cpu_share_mean": _mean([s.cpu_share for s in self.seeds]),
@@ -198,6 +202,10 @@ class RecipeResult:
             "stopped_at_target": sum(s.stopped_at_target for s in self.seeds),
             "per_seed": [dataclasses.asdict(s) | {"cpu_share": s.cpu_share} for s in self.seeds],
         }
+
+    def _gap(self, time_to: float | None, cpu_to: float | None, floor: float | None) -> float | None:
+        measured = cpu_to / max(1, torch.get_num_threads()) if self.on_cpu and cpu_to else time_to
+        return measured / floor if measured and floor else None
 
 
 def run_seed(
@@ -465,7 +473,7 @@ def run_bench(
         results[name] = RecipeResult(
             name, get_recipe(recipe).description, [], recipe=recipe, overrides=extra,
             flops_per_image=train_flops_per_image(recipe, overrides), peak_flops=peak["bf16" if bf16 else "fp32"],
-            bf16=bf16,
+            bf16=bf16, on_cpu=device.type == "cpu",
         )  # fmt: skip
         counts[name] = ref_seeds if ref_seeds and recipe.startswith("ref-") else seeds
     for i, (name, seed) in enumerate(interleaved_order(counts)):
@@ -588,6 +596,8 @@ def table_rows(summaries: list[dict[str, Any]], target: float) -> list[list[str]
         if s["time_to_99_s"] is not None and s["reached"] > 1:
             t += f" ± {s['time_to_99_s_std']:.2f}"
         floor = _fmt(s["floor_s"], ".3g", "-")
+        if s["floor_s"] is not None:
+            floor += " bf16" if s["bf16"] else " fp32"
         if s["floor_gap"]:
             floor += f" ({s['floor_gap']:.0f}x)"
         rows.append(
@@ -616,7 +626,7 @@ TABLE_HEADER = [
     "time to target (s, mean ± std)",
     "CPU s to target",
     "images to target",
-    "FLOP floor s (measured / floor)",
+    "FLOP floor s (CPU s per thread / floor)",
     "speed-up vs ref-pytorch (wall)",
     "speed-up vs ref-pytorch (CPU)",
     "test acc % (mean ± std)",

@@ -341,3 +341,21 @@ def test_compile_warmup_is_excluded_and_leaves_the_weights(mnist):
     # the warm-up restored weights and BN statistics: training from there gives the same model
     for k, v in plain.model.state_dict().items():
         assert torch.allclose(v.float(), compiled.model.state_dict()[k].float(), atol=1e-5), k
+
+
+def test_gpu_script_runs_on_the_cpu(tmp_path):
+    """scripts/gpu-bench.sh, the GPU check of issue 25, on tiny slices on the CPU (no GPU here)."""
+    import os
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu-bench.sh"
+    env = {**os.environ, "DEVICE": "cpu", "QUICK": "1", "COMPILE": "eager", "PYTHON": sys.executable,
+           "OUT_DIR": str(tmp_path)}  # fmt: skip
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    plain, compiled = (
+        (tmp_path / "benchmarks-gpu.md").read_text(),
+        (tmp_path / "benchmarks-gpu-compiled.md").read_text(),
+    )
+    assert "device cpu" in plain and "| fast |" in plain and "warm-up" not in plain
+    assert "train.compile=eager" in compiled and "warm-up" in compiled and "excluded" in compiled
