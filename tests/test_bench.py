@@ -343,6 +343,7 @@ def test_compile_warmup_is_excluded_and_leaves_the_weights(mnist):
         assert torch.allclose(v.float(), compiled.model.state_dict()[k].float(), atol=1e-5), k
 
 
+@pytest.mark.slow
 def test_gpu_script_runs_on_the_cpu(tmp_path):
     """scripts/gpu-bench.sh, the GPU check of issue 25, on tiny slices on the CPU (no GPU here)."""
     import os
