@@ -20,6 +20,7 @@ from mnistlab import bench, threads
 from mnistlab.data import load_mnist
 
 HALF = {"train.schedule_epochs": 0.5}
+C20 = {"data.crop": 20}
 GROUPS: dict[str, dict[str, tuple[str, dict]]] = {
     # the schedule as long as the target, its learning rate, Adam's betas, EMA of the weights
     "schedule": {
@@ -36,6 +37,21 @@ GROUPS: dict[str, dict[str, tuple[str, dict]]] = {
         "crop24": ("fast", {"data.crop": 24}),
         "crop20": ("fast", {"data.crop": 20}),
         "crop20-strided2": ("fast", {"data.crop": 20, "model.strided": "2"}),
+    },
+    # the crop (the flops group's winner) with a shorter schedule and Adam's betas
+    "crop": {
+        "crop20": ("fast", C20),
+        "crop20-betas0.7,0.9": ("fast", {**C20, "train.betas": "0.7,0.9"}),
+        "crop20-s0.75": ("fast", {**C20, "train.schedule_epochs": 0.75}),
+        "crop20-s0.75-betas0.7,0.9": ("fast", {**C20, "train.schedule_epochs": 0.75, "train.betas": "0.7,0.9"}),
+        "crop20-s0.75-lr0.015-betas0.7,0.9": (
+            "fast",
+            {**C20, "train.schedule_epochs": 0.75, "train.lr": 0.015, "train.betas": "0.7,0.9"},
+        ),
+        "crop20-s0.75-bs128-betas0.7,0.9": (
+            "fast",
+            {**C20, "train.schedule_epochs": 0.75, "train.batch_size": 128, "train.betas": "0.7,0.9"},
+        ),
     },
 }
 
