@@ -162,6 +162,7 @@ class TrainState:
     step: int = 0  # optimiser steps taken so far
     steps_per_epoch: int = 0
     train_seconds: float = 0.0  # training-step time so far (callbacks excluded)
+    train_cpu_seconds: float = 0.0  # the same steps' process CPU time, all threads (callbacks excluded)
     running: tuple[torch.Tensor, torch.Tensor, int] | None = None  # this epoch's (loss sum, correct, seen)
     history: list[dict[str, Any]] = field(default_factory=list)
     stop: bool = False
@@ -195,6 +196,7 @@ class TrainResult:
     wall_seconds: float  # everything, validation and callbacks included
     stopped_early: bool
     warmup_seconds: float = 0.0  # train.compile's warm-up before training (not in train_seconds)
+    train_cpu_seconds: float = 0.0  # process CPU seconds of the training steps (callbacks excluded)
 
 
 @torch.no_grad()
@@ -359,8 +361,8 @@ def train(
     for epoch in range(state.epoch + 1, tc.epochs + 1):
         state.epoch = epoch
         model.train()
-        epoch0 = time.perf_counter()
-        in_callbacks = 0.0
+        epoch0, cpu0 = time.perf_counter(), time.process_time()
+        in_callbacks = in_callbacks_cpu = 0.0
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
         perm = torch.randperm(n, generator=shuffle_gen).to(device)
@@ -399,15 +401,17 @@ def train(
                 correct += (logits.argmax(1) == yb).sum()
             state.running = (loss_sum, correct, i + len(yb))
             if callbacks:
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 for cb in callbacks:
                     cb.on_batch_end(state, loss)
                 in_callbacks += time.perf_counter() - t
+                in_callbacks_cpu += time.process_time() - c
             if state.stop or (total_steps is not None and state.step >= total_steps):
                 break
         sync()
         epoch_train_seconds = time.perf_counter() - epoch0 - in_callbacks
         state.train_seconds += epoch_train_seconds
+        state.train_cpu_seconds += time.process_time() - cpu0 - in_callbacks_cpu
         seen = min(n, (i + tc.batch_size))
         metrics: dict[str, Any] = {
             "epoch": epoch,
@@ -449,6 +453,7 @@ def train(
         history=state.history,
         best_epoch=state.best_epoch,
         train_seconds=state.train_seconds,
+        train_cpu_seconds=state.train_cpu_seconds,
         wall_seconds=time.perf_counter() - wall0,
         stopped_early=state.stop and state.epoch < tc.epochs,
         warmup_seconds=warmup_seconds,

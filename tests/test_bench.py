@@ -130,9 +130,14 @@ def test_ensemble_is_at_least_its_worse_member(mnist, tmp_path):
         cfg = resolve_run_config("fast", {**SLICE, "train.batch_size": 64}, seed=seed)
         run_experiment(cfg, run_dir=tmp_path / f"r{seed}", mnist=mnist, device="cpu")
         paths.append(tmp_path / f"r{seed}")
-    res = evaluate_ensemble(paths, mnist)
-    assert res.n == 300 and len(res.member_acc) == 2
+    cropped = resolve_run_config("fast", {**SLICE, "train.batch_size": 64, "data.crop": 20}, seed=1)
+    run_experiment(cropped, run_dir=tmp_path / "crop", mnist=mnist, device="cpu")
+    res = evaluate_ensemble([*paths, tmp_path / "crop"], mnist)  # diverse: a member sees a 20x20 crop
+    assert res.n == 300 and len(res.member_acc) == 3
     assert res.acc >= min(res.member_acc)
+    assert [m["crop"] for m in res.members] == [None, None, 20]
+    assert all(m["train_cpu_seconds"] > 0 for m in res.members)
+    assert res.train_cpu_seconds == pytest.approx(sum(m["train_cpu_seconds"] for m in res.members))
     with pytest.raises(RunError):
         evaluate_ensemble(paths[:1], mnist)
     other = resolve_run_config("fast", {**SLICE, "data.test_limit": 200, "train.batch_size": 64}, seed=2)

@@ -168,11 +168,22 @@ def ensemble(
     res = evaluate_ensemble(runs_, load_data(data_dir), pick_device(device))
     if json_out:
         print_json({"runs": [str(p) for p in res.runs], "member_acc": res.member_acc, "ensemble_acc": res.acc,
-                    "n": res.n})  # fmt: skip
+                    "n": res.n, "members": res.members, "train_seconds": res.train_seconds,
+                    "train_cpu_seconds": res.train_cpu_seconds})  # fmt: skip
         return
-    for path, acc in zip(res.runs, res.member_acc, strict=True):
-        out.print(f"{path}: test accuracy {acc:.4f}")
-    out.print(f"ensemble of {len(res.runs)} (mean softmax): test accuracy {res.acc:.4f} on {res.n} images")
+    for m in res.members:
+        what = [m["recipe"], f"model {m['model']}", f"seed {m['seed']}"]
+        if m["crop"] is not None:
+            what.append(f"crop {m['crop']}")
+        if m["augment"]:
+            what.append("augment " + ",".join(f"{k}={v}" for k, v in m["augment"].items()))
+        cost = "" if m["train_seconds"] is None else f", {m['train_seconds']:.0f}s training"
+        if m["train_cpu_seconds"] is not None:
+            cost += f" ({m['train_cpu_seconds']:.0f}s CPU)"
+        out.print(f"{m['run']}: {'; '.join(what)}: test accuracy {m['test_acc']:.4f}{cost}")
+    cpu = res.train_cpu_seconds
+    total = f"; members trained {res.train_seconds:.0f}s" + (f" ({cpu:.0f}s CPU)" if cpu is not None else "")
+    out.print(f"ensemble of {len(res.runs)} (mean softmax): test accuracy {res.acc:.4f} on {res.n} images{total}")
 
 
 def bench_threads(
