@@ -17,7 +17,7 @@ from mnistlab.recipes import get_recipe, resolve_run_config
 from mnistlab.train import make_optimizer, make_scheduler
 
 SLICE = {"data.train_limit": 1000, "data.test_limit": 300}
-BENCH_RECIPES = ["ref-pytorch", "ref-keras", "fast", "best"]
+BENCH_RECIPES = ["ref-pytorch", "ref-keras", "fast", "fast-crop", "best"]
 
 
 def mnistlab(*args: str) -> subprocess.CompletedProcess:
@@ -58,8 +58,11 @@ def test_pytorch_example_normalises_inside_the_model():
     assert torch.allclose(model.norm(x), torch.zeros_like(x), atol=1e-6)
 
 
-def test_fast_recipe_trains_on_a_slice(mnist):
-    cfg = resolve_run_config("fast", {**SLICE, "train.batch_size": 50, "train.epochs": 2}, seed=0)
+@pytest.mark.parametrize("name", ["fast", "fast-crop"])
+def test_fast_recipe_trains_on_a_slice(mnist, name):
+    # 2 whole epochs of 20 steps (fast-crop's 0.75-epoch schedule would be 15 steps of a slice)
+    over = {**SLICE, "train.batch_size": 50, "train.epochs": 2, "train.schedule_epochs": None}
+    cfg = resolve_run_config(name, over, seed=0)
     assert cfg.model == "fastnet" and cfg.train.schedule == "onecycle"
     out = run_experiment(cfg, record=False, mnist=mnist, device="cpu")
     assert out.result["test_acc"] > 0.5  # chance is 0.1; 40 steps on 1000 images get well past it
