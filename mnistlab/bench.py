@@ -69,7 +69,7 @@ class TimeToAccuracy(Callback):
 
     def on_train_begin(self, state: TrainState) -> None:
         self._clock = state.train_seconds  # non-zero when resuming
-        self._mark, self._cpu_mark = time.perf_counter(), time.process_time()
+        self._cpu_mark, self._mark = time.process_time(), time.perf_counter()  # wall last (see train.py)
 
     def _check(self, state: TrainState) -> None:
         t0 = time.perf_counter()
@@ -94,12 +94,12 @@ class TimeToAccuracy(Callback):
         if not (due or in_epoch == spe or self._ends_here(state)):
             return
         self._sync(state)
-        now, cpu = time.perf_counter(), time.process_time()
+        now, cpu = time.perf_counter(), time.process_time()  # wall first
         self._clock += now - self._mark
         self._cpu += cpu - self._cpu_mark
         if due:
             self._check(state)
-        self._mark, self._cpu_mark = time.perf_counter(), time.process_time()
+        self._cpu_mark, self._mark = time.process_time(), time.perf_counter()  # wall last (see train.py)
 
     @staticmethod
     def _ends_here(state: TrainState) -> bool:
@@ -114,7 +114,7 @@ class TimeToAccuracy(Callback):
         self._clock = state.train_seconds
         if self.time_to_target is None and (not self.checks or self.checks[-1]["images"] != self._images(state)):
             self._check(state)  # (not twice at one step: a probe point where the schedule ended)
-        self._mark, self._cpu_mark = time.perf_counter(), time.process_time()
+        self._cpu_mark, self._mark = time.process_time(), time.perf_counter()  # wall last (see train.py)
 
 
 @dataclass

@@ -401,7 +401,11 @@ def train(
                 correct += (logits.argmax(1) == yb).sum()
             state.running = (loss_sum, correct, i + len(yb))
             if callbacks:
-                t, c = time.perf_counter(), time.process_time()
+                # process_time is a system call, where the scheduler likes to preempt a process on
+                # a busy machine: the wall window is taken inside the CPU one, so such a pause counts
+                # as training for the trainer and for the probes alike
+                c = time.process_time()
+                t = time.perf_counter()
                 for cb in callbacks:
                     cb.on_batch_end(state, loss)
                 in_callbacks += time.perf_counter() - t
