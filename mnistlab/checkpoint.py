@@ -64,6 +64,7 @@ def capture(state: Any) -> Checkpoint:
         "epoch": state.epoch,
         "step": state.step,
         "train_seconds": state.train_seconds,
+        "train_cpu_seconds": state.train_cpu_seconds,
         "history": state.history,
         "param_groups": opt["param_groups"],
         "opt_scalars": scalars,
@@ -95,6 +96,7 @@ def restore(state: Any, ckpt: Checkpoint) -> None:
     state.since_best = ckpt.meta["since_best"]
     state.epoch, state.step = ckpt.meta["epoch"], ckpt.meta["step"]
     state.train_seconds = ckpt.meta["train_seconds"]
+    state.train_cpu_seconds = ckpt.meta.get("train_cpu_seconds", 0.0)  # absent before issue 25
     state.history = list(ckpt.meta["history"])
     torch.set_rng_state(ckpt.tensors["rng.torch"])
     for name, gen in generators.items():

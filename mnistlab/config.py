@@ -66,6 +66,19 @@ class TrainConfig:
     adv_alpha: float | None = None  # step size; None = 2.5*eps/steps (pgd), 1.25*eps (fgsm-rs) or eps (n-fgsm)
     adv_noise: float = 2.0  # "n-fgsm": the random start is uniform in [-adv_noise*eps, adv_noise*eps]
     adv_eps_warmup: float = 0.0  # fraction of the training steps over which eps ramps up from 0
+    # Levers of the `fast` recipes (issue 25; measured in docs/benchmarks-levers.md). None = off /
+    # the framework default, so every recipe that does not name them trains as before.
+    betas: tuple[float, float] | None = None  # adam/adamw (beta1, beta2); None = PyTorch's (0.9, 0.999).
+    # Set, beta1 stays fixed under "onecycle" (else OneCycleLR cycles it between 0.85 and 0.95).
+    ema: float | None = None  # decay of an exponential moving average of the weights (e.g. 0.99): the
+    # EMA weights are what is validated, probed, tested and saved; None = no EMA
+    schedule_epochs: float | None = None  # "onecycle"/"cosine" length in epochs (e.g. 0.5); training
+    # ends where the schedule does. None = train.epochs
+    # torch.compile the training step's model: "default", "reduce-overhead" (CUDA graphs),
+    # "max-autotune", or "eager" (the compile machinery without code generation, for tests).
+    # The compile runs in a warm-up before training (forward + backward of the run's batch shapes,
+    # weights and BN statistics restored), which train_seconds excludes and warmup_seconds reports.
+    compile: Literal["none", "default", "reduce-overhead", "max-autotune", "eager"] = "none"
 
 
 @dataclass(frozen=True)
@@ -82,6 +95,12 @@ class DataConfig:
     invert: Literal["none", "add", "only"] = "none"  # seed 4.1: add an inverted copy, or use only it
     channels: int = 1  # 3 repeats the grey channel, as seed 004's RGB input
     eval_inverted: bool = False  # also report accuracy on the inverted test set
+    crop: int | None = None  # centre-crop the 28x28 digit to crop x crop (MNIST's ink lies in the
+    # central 20x20); part of dataset.model_input, so every app feeds the crop. None = no crop
+
+    def __post_init__(self) -> None:
+        if self.crop is not None and not 8 <= self.crop <= 28:
+            raise ValueError(f"bad data.crop={self.crop}: the central N x N of a 28x28 digit, 8 <= N <= 28")
 
 
 @dataclass(frozen=True)

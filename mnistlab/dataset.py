@@ -35,14 +35,18 @@ class Splits:
 
 def model_input(x: torch.Tensor, cfg: DataConfig, seed: int = 0) -> torch.Tensor:
     """THE contract between a digit and a model: canonical digits (N, 1, 28, 28) float in [0, 1],
-    white ink on black, as MNIST stores them -> what a model trained under `cfg` takes: unscaled
-    (x 255) when `scale` is off, sub-sampled, inverted for `invert="only"`, the grey channel
+    white ink on black, as MNIST stores them -> what a model trained under `cfg` takes: centre-
+    cropped (`crop`), unscaled (x 255) when `scale` is off, sub-sampled, inverted for `invert="only"`, the grey channel
     repeated. `prepare_splits` builds every split with it and the Predictor feeds every app's
     digit through it, so training and use cannot drift. Differentiable (attacks see through it).
     The channel repeat is a view: no memory is used until a batch is indexed.
     """
     if x.dim() != 4 or x.shape[1] != 1:
         raise DataError(f"expected canonical digits of shape (N, 1, H, W), got {tuple(x.shape)}")
+    try:
+        x = transforms.crop(x, cfg.crop)
+    except ValueError as e:
+        raise DataError(str(e)) from None
     if not cfg.scale:
         x = x * 255.0
     x = transforms.subsample(x, cfg.subsample, cfg.subsample_keep, seed, cfg.upsample)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -20,6 +22,34 @@ class EnsembleResult:
     member_acc: list[float]
     acc: float  # of the averaged softmax
     n: int
+    members: list[dict[str, Any]] = field(default_factory=list)  # what each member is and cost
+
+    @property
+    def train_seconds(self) -> float:
+        return sum(m["train_seconds"] or 0.0 for m in self.members)
+
+    @property
+    def train_cpu_seconds(self) -> float | None:
+        """None when a member's record predates CPU-time recording."""
+        cpu = [m["train_cpu_seconds"] for m in self.members]
+        return None if any(c is None for c in cpu) else sum(cpu)
+
+
+def describe_member(p: Predictor) -> dict[str, Any]:
+    """What makes a member different from the others (recipe, model, input crop, augmentation)
+    and what it cost to train (from its result.json)."""
+    cfg, result = p.config, p.result or {}
+    aug = {k: v for k, v in dataclasses.asdict(cfg.augment).items() if v}
+    return {
+        "run": str(p.path),
+        "recipe": cfg.recipe or cfg.model,
+        "model": cfg.model,
+        "seed": cfg.seed,
+        "crop": cfg.data.crop,
+        "augment": aug,
+        "train_seconds": result.get("train_seconds"),
+        "train_cpu_seconds": result.get("train_cpu_seconds"),
+    }
 
 
 def evaluate_ensemble(refs: Sequence[str | Path], mnist: MNIST, device: torch.device | str = "cpu") -> EnsembleResult:
@@ -30,7 +60,7 @@ def evaluate_ensemble(refs: Sequence[str | Path], mnist: MNIST, device: torch.de
         raise RunError("an ensemble needs at least two runs")
     probs_sum: torch.Tensor | None = None
     labels: torch.Tensor | None = None
-    paths, member_acc = [], []
+    paths, member_acc, members = [], [], []
     for ref in refs:
         p = Predictor.load(ref, device)
         test = canonical_test(mnist, p.config.data)
@@ -42,8 +72,9 @@ def evaluate_ensemble(refs: Sequence[str | Path], mnist: MNIST, device: torch.de
         labels = test.y
         probs = p.probs(test.x, batch_size=1000)
         member_acc.append(float((probs.argmax(1) == labels).float().mean()))
+        members.append(describe_member(p) | {"test_acc": member_acc[-1]})
         probs_sum = probs if probs_sum is None else probs_sum + probs
         paths.append(p.path)
     assert probs_sum is not None and labels is not None
     acc = float((probs_sum.argmax(1) == labels).float().mean())
-    return EnsembleResult(paths, member_acc, acc, len(labels))
+    return EnsembleResult(paths, member_acc, acc, len(labels), members)

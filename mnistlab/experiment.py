@@ -102,6 +102,7 @@ def run_experiment(
         "best_epoch": tr.best_epoch,
         "stopped_early": tr.stopped_early,
         "train_seconds": tr.train_seconds,
+        "train_cpu_seconds": tr.train_cpu_seconds,  # process CPU, all threads: holds up on a shared machine
         "wall_seconds": tr.wall_seconds,
         "eval_seconds": eval_seconds,
         "params": total,

@@ -64,18 +64,28 @@ def make_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
     wd = _or(cfg.weight_decay, KERAS_DEFAULT_WEIGHT_DECAY, name)
     momentum = _or(cfg.momentum, KERAS_DEFAULT_MOMENTUM, name)
     rho = _or(cfg.rho, KERAS_DEFAULT_RHO, name)
+    if cfg.betas is not None and name not in ("adam", "adamw"):
+        raise ConfigError(f"train.betas is for adam/adamw, not {name!r}")
+    betas = {} if cfg.betas is None else {"betas": tuple(cfg.betas)}
     match name:
         case "sgd" | "momentum" | "nesterov":
             return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=name == "nesterov", weight_decay=wd)
         case "rmsprop":
             return torch.optim.RMSprop(params, lr=lr, alpha=rho, eps=cfg.eps, weight_decay=wd)
         case "adam":
-            return torch.optim.Adam(params, lr=lr, eps=cfg.eps, weight_decay=wd)
+            return torch.optim.Adam(params, lr=lr, eps=cfg.eps, weight_decay=wd, **betas)
         case "adamw":
-            return torch.optim.AdamW(params, lr=lr, eps=cfg.eps, weight_decay=wd)
+            return torch.optim.AdamW(params, lr=lr, eps=cfg.eps, weight_decay=wd, **betas)
         case "adadelta":
             return torch.optim.Adadelta(params, lr=lr, rho=rho, eps=cfg.eps, weight_decay=wd)
     raise ConfigError(f"unknown optimizer {name!r}")  # pragma: no cover
+
+
+def schedule_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """Optimiser steps of the run: epochs x steps_per_epoch, or train.schedule_epochs' worth."""
+    if cfg.schedule_epochs is None:
+        return max(1, cfg.epochs * steps_per_epoch)
+    return max(1, round(cfg.schedule_epochs * steps_per_epoch))
 
 
 def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> tuple[Any, str]:
@@ -95,9 +105,10 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch
             return sched, "metric"
         case "onecycle":
             lr = opt.param_groups[0]["lr"]
-            total = max(1, cfg.epochs * steps_per_epoch)
+            total = schedule_steps(cfg, steps_per_epoch)
             group = opt.param_groups[0]
             cycle_momentum = "betas" in group or group.get("momentum", 0) > 0  # Adadelta, plain SGD: none
+            cycle_momentum = cycle_momentum and cfg.betas is None  # betas named: beta1 stays as named
             # OneCycleLR divides by (warm-up steps - 1): exactly one warm-up step (e.g. 4 steps at 0.25) crashes it
             pct = cfg.warmup if abs(cfg.warmup * total - 1) > 1e-9 else min(1.5 / total, 0.99)
             sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -105,9 +116,37 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch
             )
             return sched, "step"
         case "cosine":
-            total = max(1, cfg.epochs * steps_per_epoch)
+            total = schedule_steps(cfg, steps_per_epoch)
             return torch.optim.lr_scheduler.CosineAnnealingLR(opt, total), "step"
     raise ConfigError(f"unknown schedule {cfg.schedule!r}")  # pragma: no cover
+
+
+class WeightEMA:
+    """An exponential moving average of a model's weights (train.ema): parameters and float
+    buffers (BN statistics) are lerped towards the live model's after every step, with the usual
+    warm-up decay min(decay, (1 + n) / (10 + n)) so that early steps are not swamped by the init.
+    One foreach call per step: no host sync."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.module = copy.deepcopy(model)
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.decay, self.n = decay, 0
+        self._pairs = [(e, m) for e, m in zip(self._tensors(self.module), self._tensors(model), strict=True)]
+
+    @staticmethod
+    def _tensors(model: nn.Module) -> list[torch.Tensor]:
+        return [*model.parameters(), *(b for b in model.buffers() if b.is_floating_point())]
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.n += 1
+        d = min(self.decay, (1 + self.n) / (10 + self.n))
+        ema, live = zip(*self._pairs, strict=True)
+        torch._foreach_lerp_(list(ema), [t.detach() for t in live], 1.0 - d)
+        for e, m in zip(self.module.buffers(), model.buffers(), strict=True):
+            if not e.is_floating_point():
+                e.copy_(m)  # num_batches_tracked
 
 
 @dataclass
@@ -123,6 +162,7 @@ class TrainState:
     step: int = 0  # optimiser steps taken so far
     steps_per_epoch: int = 0
     train_seconds: float = 0.0  # training-step time so far (callbacks excluded)
+    train_cpu_seconds: float = 0.0  # the same steps' process CPU time, all threads (callbacks excluded)
     running: tuple[torch.Tensor, torch.Tensor, int] | None = None  # this epoch's (loss sum, correct, seen)
     history: list[dict[str, Any]] = field(default_factory=list)
     stop: bool = False
@@ -133,6 +173,12 @@ class TrainState:
     best_epoch: int | None = None
     best_state: dict[str, torch.Tensor] | None = None
     since_best: int = 0
+    ema: WeightEMA | None = None  # train.ema: the averaged weights, which are what gets evaluated
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights to evaluate: the EMA's under train.ema, else the model's."""
+        return self.ema.module if self.ema is not None else self.model
 
 
 class Callback:
@@ -149,6 +195,8 @@ class TrainResult:
     train_seconds: float  # training steps only
     wall_seconds: float  # everything, validation and callbacks included
     stopped_early: bool
+    warmup_seconds: float = 0.0  # train.compile's warm-up before training (not in train_seconds)
+    train_cpu_seconds: float = 0.0  # process CPU seconds of the training steps (callbacks excluded)
 
 
 @torch.no_grad()
@@ -184,6 +232,13 @@ def _check_monitors(cfg: TrainConfig, has_val: bool) -> None:
             raise ConfigError(f"{what}={metric} needs a validation set: set data.val_split > 0")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise ConfigError(f"bad training length: epochs={cfg.epochs}, batch_size={cfg.batch_size}")
+    if cfg.schedule_epochs is not None:
+        if cfg.schedule not in ("onecycle", "cosine"):
+            raise ConfigError(f"train.schedule_epochs is for the onecycle/cosine schedules, not {cfg.schedule!r}")
+        if not 0 < cfg.schedule_epochs <= cfg.epochs:
+            raise ConfigError(f"bad train.schedule_epochs={cfg.schedule_epochs}: needs 0 < it <= train.epochs")
+    if cfg.ema is not None and not 0 < cfg.ema < 1:
+        raise ConfigError(f"bad train.ema={cfg.ema}: a decay in (0, 1)")
 
 
 def _improved(metric: str, value: float, best: float | None) -> bool:
@@ -221,6 +276,41 @@ def autocast_bf16(precision: str, device: torch.device | str) -> bool:
         return False
 
 
+def compiled_for_training(
+    model: nn.Module, tc: TrainConfig, n: int, device: torch.device, bf16: bool, in_shape: tuple[int, ...]
+) -> tuple[nn.Module, float]:
+    """(the model train.compile asks for, seconds of its warm-up). The warm-up runs forward and
+    backward at the run's two batch sizes (the full one and the last, smaller one) so that the
+    compile (and CUDA-graph capture) happens here and not inside the timed steps; the weights'
+    gradients are cleared and the BN statistics restored, so training starts where it would have."""
+    if tc.compile == "none":
+        return model, 0.0
+    t0 = time.perf_counter()
+    if tc.compile == "eager":
+        run = torch.compile(model, backend="eager")
+    else:
+        run = torch.compile(model, mode=None if tc.compile == "default" else tc.compile)
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    sizes = {tc.batch_size if n >= tc.batch_size else n}
+    if n % tc.batch_size:
+        sizes.add(n % tc.batch_size)
+    model.train()
+    for b in sorted(sizes, reverse=True):
+        x = torch.rand(b, *in_shape, device=device)
+        y = torch.zeros(b, dtype=torch.long, device=device)
+        for _ in range(3):  # CUDA graph trees record on the second or third call
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = F.cross_entropy(run(x), y)
+            loss.backward()
+    for p in model.parameters():
+        p.grad = None
+    with torch.no_grad():
+        model.load_state_dict(saved)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return run, time.perf_counter() - t0
+
+
 def train(
     cfg: RunConfig,
     model: nn.Module,
@@ -250,11 +340,19 @@ def train(
     state.generators = {"shuffle": shuffle_gen, "augment": aug_gen}
     if tc.adversarial != "none":  # random starts of the attacks: their own seeded generator
         state.generators["adversarial"] = torch.Generator().manual_seed(cfg.seed + 2_000_029)
+    if tc.ema is not None:
+        if resume is not None:
+            raise ConfigError("train.ema runs cannot be resumed yet (the checkpoint does not hold the EMA weights)")
+        state.ema = WeightEMA(model, tc.ema)
+    total_steps = schedule_steps(tc, steps_per_epoch) if tc.schedule_epochs is not None else None
     if resume is not None:
         checkpoint.restore(state, resume)
     if cfg.augment.pairs and tc.adversarial != "none":
         raise ConfigError("augment.pairs and train.adversarial do not combine (the attack needs a label per sample)")
     bf16 = autocast_bf16(tc.precision, device)
+    if tc.compile != "none" and (tc.adversarial != "none" or cfg.augment.pairs):
+        raise ConfigError("train.compile does not combine with train.adversarial or augment.pairs yet")
+    run, warmup_seconds = compiled_for_training(model, tc, n, device, bf16, tuple(train_x.shape[1:]))
     wall0 = time.perf_counter()
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
@@ -263,8 +361,8 @@ def train(
     for epoch in range(state.epoch + 1, tc.epochs + 1):
         state.epoch = epoch
         model.train()
-        epoch0 = time.perf_counter()
-        in_callbacks = 0.0
+        epoch0, cpu0 = time.perf_counter(), time.process_time()
+        in_callbacks = in_callbacks_cpu = 0.0
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
         perm = torch.randperm(n, generator=shuffle_gen).to(device)
@@ -281,7 +379,7 @@ def train(
                 eps = tc.adv_eps * min(1.0, (state.step + 1) / ramp) if ramp > 0 else tc.adv_eps
                 xb = adversarial_batch(model, xb, yb, tc, state.generators["adversarial"], eps)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = model(xb)
+                logits = run(xb)
                 if n_pairs:  # cross-entropy against the uniform distribution: "no digit is likely"
                     pairs_loss = -F.log_softmax(logits[len(yb) :].float(), 1).mean()
                     logits = logits[: len(yb)]
@@ -293,6 +391,8 @@ def train(
             if tc.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             opt.step()
+            if state.ema is not None:
+                state.ema.update(model)
             if sched_when == "step" and sched is not None:
                 sched.step()
             state.step += 1
@@ -301,15 +401,21 @@ def train(
                 correct += (logits.argmax(1) == yb).sum()
             state.running = (loss_sum, correct, i + len(yb))
             if callbacks:
+                # process_time is a system call, where the scheduler likes to preempt a process on
+                # a busy machine: the wall window is taken inside the CPU one, so such a pause counts
+                # as training for the trainer and for the probes alike
+                c = time.process_time()
                 t = time.perf_counter()
                 for cb in callbacks:
                     cb.on_batch_end(state, loss)
                 in_callbacks += time.perf_counter() - t
-            if state.stop:
+                in_callbacks_cpu += time.process_time() - c
+            if state.stop or (total_steps is not None and state.step >= total_steps):
                 break
         sync()
         epoch_train_seconds = time.perf_counter() - epoch0 - in_callbacks
         state.train_seconds += epoch_train_seconds
+        state.train_cpu_seconds += time.process_time() - cpu0 - in_callbacks_cpu
         seen = min(n, (i + tc.batch_size))
         metrics: dict[str, Any] = {
             "epoch": epoch,
@@ -319,7 +425,7 @@ def train(
             "train_seconds": epoch_train_seconds,
         }
         if splits.val is not None:
-            v = evaluate(model, splits.val)
+            v = evaluate(state.eval_model, splits.val)
             metrics["val_loss"], metrics["val_acc"] = v["loss"], v["acc"]
         metrics["seconds"] = time.perf_counter() - epoch0  # the whole epoch, validation included
         state.history.append(metrics)
@@ -331,16 +437,18 @@ def train(
         if tc.monitor:
             if _improved(tc.monitor, metrics[tc.monitor], state.best_value):
                 state.best_value, state.best_epoch, state.since_best = metrics[tc.monitor], epoch, 0
-                state.best_state = copy.deepcopy(model.state_dict())
+                state.best_state = copy.deepcopy(state.eval_model.state_dict())
             else:
                 state.since_best += 1
             if tc.early_stop and state.since_best >= tc.early_stop:
                 state.stop = True
         for cb in callbacks:
             cb.on_epoch_end(state, metrics)
-        if state.stop:
+        if state.stop or (total_steps is not None and state.step >= total_steps):
             break
 
+    if state.ema is not None:
+        model.load_state_dict(state.ema.module.state_dict())  # the averaged weights are the result
     if state.best_state is not None:
         model.load_state_dict(state.best_state)  # ModelCheckpoint(save_best_only) + load_weights
     for cb in callbacks:
@@ -349,6 +457,8 @@ def train(
         history=state.history,
         best_epoch=state.best_epoch,
         train_seconds=state.train_seconds,
+        train_cpu_seconds=state.train_cpu_seconds,
         wall_seconds=time.perf_counter() - wall0,
         stopped_early=state.stop and state.epoch < tc.epochs,
+        warmup_seconds=warmup_seconds,
     )

@@ -56,8 +56,21 @@ def random_mask(shape: tuple[int, int], keep: float, seed: int) -> torch.Tensor:
     return (torch.rand(shape, generator=g) < keep).float()
 
 
+def crop(x: torch.Tensor, size: int | None) -> torch.Tensor:
+    """The central `size` x `size` pixels (data.crop); None: `x` unchanged."""
+    if size is None:
+        return x
+    side = int(x.shape[-1])
+    if not 1 <= size <= side:
+        raise ValueError(f"bad data.crop={size} for {side}x{side} digits")
+    o = (side - size) // 2
+    return x[..., o : o + size, o : o + size]
+
+
 def output_size(cfg: DataConfig, size: int = 28) -> int:
     """The side of the images a model sees under `cfg` (a model's input_size must match it)."""
+    if cfg.crop is not None:
+        size = cfg.crop
     if cfg.subsample in ("half", "down4") and not cfg.upsample:
         return size // 2
     return size

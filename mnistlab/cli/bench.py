@@ -57,6 +57,12 @@ def bench(
     ] = None,
     data_dir: DataDir = None,
     device: DeviceOrCuda = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Config override KEY=VALUE for every recipe (repeatable), e.g. train.compile=eager."
+        ),
+    ] = None,
 ) -> None:
     """Per recipe: time to 99 % test accuracy, ratio vs ref-pytorch, accuracy mean ± std; inference speed."""
     names, stop_names = _names(recipes), _names(stop_at_target)
@@ -68,6 +74,9 @@ def bench(
         raise ConfigError(f"bad --seeds {seeds}, --checks-per-epoch {checks} or --target {target}")
     if threads < 0 or ref_seeds < 0:
         raise ConfigError(f"bad --threads {threads} or --ref-seeds {ref_seeds}")
+    overrides = parse_assignments(set_)
+    for name in names:
+        benchlib.resolve_run_config(name, overrides)  # a bad --set fails now too
     if threads:
         mthreads.ensure(threads)
     dev = pick_device(device)
@@ -77,15 +86,20 @@ def bench(
 
     def on_seed(name: str, r: benchlib.SeedResult) -> None:
         if not json_out:
-            t = "not reached" if r.time_to_target_s is None else f"{r.time_to_target_s:.2f}s"
+            t = (
+                "not reached"
+                if r.time_to_target_s is None
+                else f"{r.time_to_target_s:.2f}s ({r.cpu_to_target_s:.2f}s CPU)"
+            )
+            load = "" if r.load_start is None else f", load {r.load_start:.2f} -> {r.load_end:.2f}"
             err.print(
                 f"{name} seed {r.seed}: test acc {r.test_acc:.4f}, time to {target:.3f}: {t}, "
-                f"{r.train_seconds:.1f}s training, {r.wall_seconds:.1f}s wall"
+                f"{r.train_seconds:.1f}s training ({r.train_cpu_seconds:.1f}s CPU), {r.wall_seconds:.1f}s wall{load}"
             )
 
     report = benchlib.run_bench(
         names, mnist, seeds=seeds, ref_seeds=ref_seeds, target=target, checks_per_epoch=checks,
-        stop_at_target=stop_names, quick=quick, device=dev, out_path=out_path, on_seed=on_seed,
+        stop_at_target=stop_names, quick=quick, device=dev, out_path=out_path, on_seed=on_seed, overrides=overrides,
         command="mnistlab " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "mnistlab bench",
     )  # fmt: skip
     if json_out:
@@ -96,6 +110,9 @@ def bench(
     for row in benchlib.table_rows(report["recipes"], target):
         table.add_row(*row)
     out.print(table)
+    out.print(benchlib.peak_line(report["peak"]))
+    for w in report["warnings"]:
+        err.print(f"warning: {w}")
     if stop_names:
         out.print(
             f"--stop-at-target {','.join(stop_names)}: those runs stopped at the target; "
@@ -151,11 +168,22 @@ def ensemble(
     res = evaluate_ensemble(runs_, load_data(data_dir), pick_device(device))
     if json_out:
         print_json({"runs": [str(p) for p in res.runs], "member_acc": res.member_acc, "ensemble_acc": res.acc,
-                    "n": res.n})  # fmt: skip
+                    "n": res.n, "members": res.members, "train_seconds": res.train_seconds,
+                    "train_cpu_seconds": res.train_cpu_seconds})  # fmt: skip
         return
-    for path, acc in zip(res.runs, res.member_acc, strict=True):
-        out.print(f"{path}: test accuracy {acc:.4f}")
-    out.print(f"ensemble of {len(res.runs)} (mean softmax): test accuracy {res.acc:.4f} on {res.n} images")
+    for m in res.members:
+        what = [m["recipe"], f"model {m['model']}", f"seed {m['seed']}"]
+        if m["crop"] is not None:
+            what.append(f"crop {m['crop']}")
+        if m["augment"]:
+            what.append("augment " + ",".join(f"{k}={v}" for k, v in m["augment"].items()))
+        cost = "" if m["train_seconds"] is None else f", {m['train_seconds']:.0f}s training"
+        if m["train_cpu_seconds"] is not None:
+            cost += f" ({m['train_cpu_seconds']:.0f}s CPU)"
+        out.print(f"{m['run']}: {'; '.join(what)}: test accuracy {m['test_acc']:.4f}{cost}")
+    cpu = res.train_cpu_seconds
+    total = f"; members trained {res.train_seconds:.0f}s" + (f" ({cpu:.0f}s CPU)" if cpu is not None else "")
+    out.print(f"ensemble of {len(res.runs)} (mean softmax): test accuracy {res.acc:.4f} on {res.n} images{total}")
 
 
 def bench_threads(

@@ -133,6 +133,10 @@ class FastNetConfig:
     # pooled or back-propagated through: on a CPU, where this net is memory-bound, that is most
     # of the first block's cost (measured in docs/bench.md).
     stem: str = "pool"
+    # Blocks (1-based, from 2 on) whose 3x3 convolution has stride 2 instead of being followed by a
+    # 2x2 max-pool: the convolution then computes a quarter of the outputs (the second block of the
+    # stride-2 stem at 14x14 is half of the net's FLOPs). (): every block pools, as before.
+    strided: tuple[int, ...] = ()
     # NHWC weights make every activation NHWC, which oneDNN's CPU kernels run faster (measured
     # in docs/bench.md); a 1-channel input is the same in either layout.
     channels_last: bool = True
@@ -144,6 +148,8 @@ class FastNetConfig:
         if not self.widths or min(self.widths) < 1 or self.kernel % 2 == 0:
             raise ValueError(f"bad fastnet shape: widths={self.widths} kernel={self.kernel} (odd kernels only)")
         check_choice(self.stem, ("pool", "stride2"), "stem")
+        if any(not 2 <= b <= len(self.widths) for b in self.strided):
+            raise ValueError(f"bad fastnet strided={self.strided}: block numbers 2..{len(self.widths)}")
 
 
 @register_model(
@@ -157,6 +163,8 @@ def build_fastnet(cfg: FastNetConfig) -> nn.Module:
     for i, w in enumerate(cfg.widths, 1):
         if i == 1 and cfg.stem == "stride2":  # kernel 4, stride 2, padding 1: exactly half the side
             layers.append((f"conv{i}", nn.Conv2d(c, w, 4, stride=2, padding=1, bias=False)))
+        elif i in cfg.strided:  # stride 2, padding k//2: the side becomes ceil(side / 2)
+            layers.append((f"conv{i}", nn.Conv2d(c, w, cfg.kernel, stride=2, padding=cfg.kernel // 2, bias=False)))
         else:
             layers += [
                 (f"conv{i}", nn.Conv2d(c, w, cfg.kernel, padding=cfg.kernel // 2, bias=False)),
@@ -165,7 +173,7 @@ def build_fastnet(cfg: FastNetConfig) -> nn.Module:
                 (f"pool{i}", nn.MaxPool2d(2)),
             ]
         layers += [(f"bn{i}", nn.BatchNorm2d(w)), (f"act{i}", nn.ReLU())]
-        c, side = w, side // 2
+        c, side = w, (side + 1) // 2 if i in cfg.strided else side // 2
     layers += [("flatten", nn.Flatten()), ("out", nn.Linear(c * side * side, 10))]
     net = Net(layers, (cfg.in_channels, cfg.input_size, cfg.input_size))
     return net.to(memory_format=torch.channels_last) if cfg.channels_last else net
