@@ -11,7 +11,7 @@ from torch import nn
 from mnistlab.errors import ConfigError
 
 # Output modules that are activation functions (seed 0.3 shows "layer 2 (activation)").
-ACTIVATION_TYPES = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.ELU, nn.SELU, nn.GELU, nn.LeakyReLU, nn.Identity)
+ACTIVATION_TYPES = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.ELU, nn.SELU, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.Identity)
 
 
 def layer_names(model: nn.Module) -> list[str]:
