@@ -196,7 +196,8 @@ def activations(
     if record:
         rows = [(f"epoch {e['epoch']}", e["histograms"]) for e in record["epochs"]]
         probe = record["probe"]
-        title = f"{p.name}: layer outputs after each epoch ({probe['n']} {probe['split']} images)"
+        images = f"{probe['n']} {probe['split']} images" if probe.get("n") else f"{probe['split']} images"
+        title = f"{p.name}: layer outputs after each epoch ({images})"
     else:
         probe_x = _test(p, data_dir, act.PROBE_SIZE).x
         rows = [("trained", act.layer_histograms(p.model, probe_x, chosen))]
