@@ -7,7 +7,9 @@ For each run folder given (a trained model with BatchNorm layers), the test accu
               Keras' BatchNormalization keeps for Dense inputs (B = the run's batch size),
   population  the running statistics recomputed as the plain average over every training batch
               of the final weights (no EMA lag): what the model would score if its statistics
-              matched its last weights.
+              matched its last weights,
+  batch stats every test batch of B normalised by its own statistics, as in training (BN in
+              training mode, nothing updated): the network the training accuracy measures.
 Run: python docs/scripts/bn_statistics.py RUN [RUN ...]   (e.g. study runs of deep-init)
 """
 
@@ -28,6 +30,22 @@ mnist = load_mnist()
 
 def bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def batch_stats_acc(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
+    m = copy.deepcopy(model)
+    for bn in bn_layers(m):
+        bn.track_running_stats = False  # normalise by the batch, keep the stored statistics as they are
+        bn.running_mean = bn.running_var = None
+    m.train()
+    for mod in m.modules():  # dropout (none in deep-dnn) stays off
+        if isinstance(mod, nn.Dropout):
+            mod.eval()
+    correct = sum(
+        int((m(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum()) for i in range(0, len(x), batch_size)
+    )
+    return correct / len(y)
 
 
 @torch.no_grad()
@@ -55,4 +73,8 @@ for ref in sys.argv[1:]:
     acc_keras = evaluate(keras, splits.test)["acc"]
     pop = population_stats(model, splits.train.x, b)
     acc_pop = evaluate(pop, splits.test)["acc"]
-    print(f"{ref}: test acc as trained {acc:.4f}  keras var {acc_keras:.4f}  population {acc_pop:.4f}")
+    acc_batch = batch_stats_acc(model, splits.test.x, splits.test.y, b)
+    print(
+        f"{ref}: test acc as trained {acc:.4f}  keras var {acc_keras:.4f}  population {acc_pop:.4f}  "
+        f"batch stats {acc_batch:.4f}"
+    )
