@@ -61,6 +61,14 @@ def _load(run: str, device: str | None) -> Predictor:
     return Predictor.load(run, pick_device(device))
 
 
+def _label(p: Predictor) -> str:
+    """The run's name for a title; a study run (VARIANT/sSEED) keeps its variant: "lecun-selu-bn/s0"."""
+    name = p.name
+    if name[:1] == "s" and name[1:].isdigit():
+        return f"{p.path.parent.name}/{name}"
+    return name
+
+
 def _test(p: Predictor, data_dir: str | None, n: int | None = None) -> Split:
     """The run's (first n) test digits as its model takes them (its channels, scaling, sub-sampling)."""
     test = canonical_test(load_data(data_dir), p.config.data)
@@ -189,7 +197,7 @@ def feature_maps(
     x, caption = _run_image(p, image, data_dir)
     maps = layers.feature_maps(p.model, x, layer)
     what = layers.describe_layer(p.model, layer)
-    fig = feature_maps_figure(display_image(x[0]), maps, what, n, f"{p.name}: {what} on {caption}")
+    fig = feature_maps_figure(display_image(x[0]), maps, what, n, f"{_label(p)}: {what} on {caption}")
     _save(fig, out_path, f"feature-maps-{layer}-{_image_slug(image)}.png", p.path)
 
 
@@ -238,11 +246,11 @@ def activations(
         rows = [(f"epoch {e['epoch']}", e["histograms"]) for e in record["epochs"]]
         probe = record["probe"]
         images = f"{probe['n']} {probe['split']} images" if probe.get("n") else f"{probe['split']} images"
-        title = f"{p.name}: layer outputs after each epoch ({images})"
+        title = f"{_label(p)}: layer outputs after each epoch ({images})"
     else:
         probe_x = _test(p, data_dir, act.PROBE_SIZE).x
         rows = [("trained", act.layer_histograms(p.model, probe_x, chosen))]
-        title = f"{p.name}: layer outputs of the trained model ({len(probe_x)} test images)"
+        title = f"{_label(p)}: layer outputs of the trained model ({len(probe_x)} test images)"
     _save(act.activation_grid_figure(rows, chosen, title), out_path, "activations.png", p.path)
 
 
