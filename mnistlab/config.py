@@ -36,6 +36,11 @@ class TrainConfig:
     rho: float | None = None  # the squared-gradient decay: rmsprop 0.9, adadelta 0.95
     eps: float = 1e-7  # Keras' epsilon for rmsprop/adam/adadelta (PyTorch uses 1e-8 / 1e-6)
     label_smoothing: float = 0.0
+    # 0: cross-entropy from the logits (PyTorch). c > 0: Keras 2's categorical_crossentropy on the
+    # softmax's output, probabilities clipped to [c, 1 - c] before the log (Keras: c = 1e-7), in
+    # training and in evaluation. A sample the model is sure is wrong (p < c) then costs a constant
+    # -log(c) = 16.1 and gives NO gradient: what keeps seed 1.7's unscaled MLP at ~49 %.
+    prob_clip: float = 0.0
     # "bf16": forward and loss under torch.autocast in bfloat16 (weights, optimizer and BN
     # statistics stay float32). On CPUs with AMX/AVX512-BF16 it cuts the step time of small CNNs,
     # which are memory-bound, by ~1.6x (docs/bench.md); on CUDA it is the usual mixed precision.

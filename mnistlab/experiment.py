@@ -82,8 +82,9 @@ def run_experiment(
     with flush_denormal(cfg.train.flush_denormal):
         tr = train(cfg, model, splits, device, cbs, resume=resume)
         t0 = time.perf_counter()
-        test = evaluate(model, splits.test)
-        extra = {name: evaluate(model, split) for name, split in splits.extra_tests.items()}
+        pc = cfg.train.prob_clip
+        test = evaluate(model, splits.test, prob_clip=pc)
+        extra = {name: evaluate(model, split, prob_clip=pc) for name, split in splits.extra_tests.items()}
         eval_seconds = time.perf_counter() - t0
     total, trainable = keras_param_count(model)
     last = tr.history[-1] if tr.history else {}

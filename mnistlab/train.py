@@ -199,9 +199,20 @@ class TrainResult:
     train_cpu_seconds: float = 0.0  # process CPU seconds of the training steps (callbacks excluded)
 
 
+def cross_entropy(logits: torch.Tensor, y: torch.Tensor, prob_clip: float = 0.0, **kw: Any) -> torch.Tensor:
+    """Cross-entropy from logits, or (prob_clip > 0, TrainConfig.prob_clip) as Keras 2 computes it
+    on softmax outputs: -log(clip(p_true, c, 1 - c)), whose gradient is zero where the clip acts."""
+    if not prob_clip:
+        return F.cross_entropy(logits, y, **kw)
+    p = F.softmax(logits.float(), dim=1).gather(1, y[:, None])[:, 0]
+    nll = -p.clamp(prob_clip, 1.0 - prob_clip).log()
+    return nll.sum() if kw.get("reduction") == "sum" else nll.mean()
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, batch_size: int = 1000) -> dict[str, Any]:
-    """Loss, accuracy and the 10x10 confusion matrix (rows: true label, columns: prediction)."""
+def evaluate(model: nn.Module, split: Split, batch_size: int = 1000, prob_clip: float = 0.0) -> dict[str, Any]:
+    """Loss, accuracy and the 10x10 confusion matrix (rows: true label, columns: prediction).
+    `prob_clip`: the loss as the run trains it (TrainConfig.prob_clip)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -211,7 +222,7 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 1000) -> dict[str
         x = split.x[i : i + batch_size].to(device, non_blocking=True)
         y = split.y[i : i + batch_size].to(device, non_blocking=True)
         logits = model(x)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        loss_sum += cross_entropy(logits.float(), y, prob_clip, reduction="sum")
         confusion += torch.bincount(y * 10 + logits.argmax(1), minlength=100)
     model.train(was_training)
     n = max(1, len(split))
@@ -239,6 +250,10 @@ def _check_monitors(cfg: TrainConfig, has_val: bool) -> None:
             raise ConfigError(f"bad train.schedule_epochs={cfg.schedule_epochs}: needs 0 < it <= train.epochs")
     if cfg.ema is not None and not 0 < cfg.ema < 1:
         raise ConfigError(f"bad train.ema={cfg.ema}: a decay in (0, 1)")
+    if not 0 <= cfg.prob_clip < 0.5:
+        raise ConfigError(f"bad train.prob_clip={cfg.prob_clip}: 0 (off) or a small probability such as 1e-7")
+    if cfg.prob_clip and cfg.label_smoothing:
+        raise ConfigError("train.prob_clip and train.label_smoothing do not combine")
 
 
 def _improved(metric: str, value: float, best: float | None) -> bool:
@@ -383,7 +398,10 @@ def train(
                 if n_pairs:  # cross-entropy against the uniform distribution: "no digit is likely"
                     pairs_loss = -F.log_softmax(logits[len(yb) :].float(), 1).mean()
                     logits = logits[: len(yb)]
-                loss = F.cross_entropy(logits, yb, label_smoothing=tc.label_smoothing)
+                if tc.prob_clip:
+                    loss = cross_entropy(logits, yb, tc.prob_clip)
+                else:
+                    loss = F.cross_entropy(logits, yb, label_smoothing=tc.label_smoothing)
                 if n_pairs:
                     loss = loss + PAIRS_LOSS_WEIGHT * pairs_loss
             opt.zero_grad(set_to_none=True)
@@ -425,7 +443,7 @@ def train(
             "train_seconds": epoch_train_seconds,
         }
         if splits.val is not None:
-            v = evaluate(state.eval_model, splits.val)
+            v = evaluate(state.eval_model, splits.val, prob_clip=tc.prob_clip)
             metrics["val_loss"], metrics["val_acc"] = v["loss"], v["acc"]
         metrics["seconds"] = time.perf_counter() - epoch0  # the whole epoch, validation included
         state.history.append(metrics)

@@ -222,7 +222,7 @@ def test_every_command_in_the_doc_parses(doc):
         "mnistlab trian dnn",
         "mnistlab train --epochs x",
         "mnistlab study rn baseline",
-        "mnistlab show feature-maps r",
+        "mnistlab show feature-maps",  # no RUN (--layer is optional: act1 by default)
         "mnistlab show",
         "mnistlab train mlp --set model.hiden=2048",
         "mnistlab train nosuchnet",

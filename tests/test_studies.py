@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
+import statistics
 import subprocess
 import sys
 from dataclasses import replace
 
 import pytest
+import torch
 
 from mnistlab import runs
 from mnistlab.errors import ConfigError, RunError
 from mnistlab.studies import StudyError, list_studies, load_study, parse_study, validate
-from mnistlab.studies.report import collect, write_report, write_results
+from mnistlab.studies.report import collect, table_rows, write_report, write_results
 from mnistlab.studies.runner import run_dir_for, run_study
 
 STUDIES = list_studies()
@@ -56,9 +59,13 @@ def test_study_runs_quick_and_reports(name, mnist, tmp_path):
         cfg = study.config(r.variant, 0, quick=True)
         assert res["epochs"] == cfg.train.epochs == 1  # quick really is one epoch ...
         assert res["test_n"] == cfg.data.test_limit <= 500  # ... on a small test slice
-        assert 0.0 <= res["test_acc"] <= 1.0
+        # the recorded accuracy is the confusion matrix's: its diagonal over the test images
+        cm = res["confusion"]
+        assert sum(map(sum, cm)) == res["test_n"]
+        assert res["test_acc"] == pytest.approx(sum(cm[i][i] for i in range(10)) / res["test_n"])
     report = write_report(study, root, tmp_path / "report", quick=True)
     text = report.read_text()
+    assert "ours − seed" not in text  # one epoch on a slice: a difference to the seed means nothing
     for v in study.variants:
         assert f"| {v.name} |" in text
     for fig in study.figures:  # every figure the study names is drawn, deep-init's histograms included
@@ -186,9 +193,16 @@ def test_cli_run_then_report(tmp_path, mnist):
     a, b = res["variants"]
     assert a["runs"] == 2 and len(set(a["test_acc"])) == 2  # two seeds, two different runs
     assert b["params"] == 784 * 8 + 8 + 8 * 10 + 10
-    proc = _cli("study", "report", str(study_file), "--out", str(tmp_path / "o"), "--dest", str(tmp_path / "r"))
+    proc = _cli(
+        "study", "report", str(study_file), "--quick", "--out", str(tmp_path / "o"), "--dest", str(tmp_path / "r")
+    )
     assert proc.returncode == 0, proc.stderr
     assert "| a | 2 |" in (tmp_path / "r" / "tiny.md").read_text()
+    # quick runs: no "ours − seed" column; full-size runs of the same records: there is one
+    assert "ours − seed" not in (tmp_path / "r" / "tiny.md").read_text()
+    study = load_study(str(study_file))
+    header, cells = table_rows(collect(study, tmp_path / "o"))
+    assert header[-1] == "ours − seed" and cells[0][-1] == f"{statistics.fmean(a['test_acc']) - 0.9:+.4f}"
 
 
 def test_local_executor_imports_no_ray(tmp_path):
@@ -218,3 +232,99 @@ def test_ray_gives_the_same_results_as_local(mnist, tmp_path):
     assert remote["test_loss"] == local["test_loss"]
     assert remote["confusion"] == local["confusion"]
     assert (run_dir_for(tmp_path / "ray", "dnn", 0) / runs.WEIGHTS).is_file()  # written by the worker
+
+
+# --- issue 22: one activation recorder, pooled DNN, swish, Keras' clipped loss ---------------
+
+
+def _tiny_deep_init(tmp_path, mnist):
+    """deep-init's 3.1 variant, 3 layers deep on a slice: the study's recorder runs as in full size."""
+    study = _one_variant("deep-init", "lecun-selu-bn")
+    v = replace(study.variants[0], quick={"model.depth": 3, "data.train_limit": 128, "data.test_limit": 50})
+    study = replace(study, variants=(v,))
+    root = run_study(study, seeds=1, quick=True, out=tmp_path / "deep-init", mnist=mnist)
+    return study, run_dir_for(root, v.name, 0)
+
+
+def test_deep_init_study_run_then_show_activations(mnist, tmp_path):
+    from mnistlab.cli.show import activations as show_activations
+    from mnistlab.viz.activations import read_activations
+
+    study, rd = _tiny_deep_init(tmp_path, mnist)
+    record = read_activations(rd)
+    # the study's file is the one recorder's format: the input + the activation layers, training images
+    assert record["version"] == 1 and record["probe"] == {"split": "train", "n": 90}  # 128 less the last 30 %
+    assert record["layers"] == ["input", "act1", "act2", "act3"] and [e["epoch"] for e in record["epochs"]] == [1]
+    h = record["epochs"][0]["histograms"]["input"]
+    assert h["n"] == 90 * 28 * 28 and sum(h["counts"]) == h["n"]
+    out = tmp_path / "act.png"
+    show_activations(str(rd), out_path=out)
+    assert out.stat().st_size > 5000
+    report = write_report(study, rd.parent.parent, tmp_path / "report", quick=True)
+    assert (tmp_path / "report" / "deep-init-activations.png").stat().st_size > 5000
+    assert "μ" in report.read_text()  # the caption says what the panel titles give
+
+
+def test_former_study_activation_files_still_read(mnist, tmp_path):
+    from mnistlab.cli.show import activations as show_activations
+    from mnistlab.viz.activations import ACTIVATIONS_FILE, read_activations
+
+    _, rd = _tiny_deep_init(tmp_path, mnist)
+    # what mnistlab/studies/activations.py wrote before issue 22: fixed bins, counts only
+    values = torch.tensor([0.0, 1.0, 1.0, 3.0])
+    edges = torch.linspace(-0.5, 3.5, 5).tolist()  # bins centred on 0, 1, 2, 3
+    old = {"layers": ["input", "act1"], "edges": {"input": edges, "act1": edges},
+           "epochs": [{"epoch": 1, "counts": {"input": [1, 2, 0, 1], "act1": [4, 0, 0, 0]}}]}  # fmt: skip
+    (rd / ACTIVATIONS_FILE).write_text(json.dumps(old))
+    record = read_activations(rd)
+    h = record["epochs"][0]["histograms"]["input"]
+    assert h["mean"] == pytest.approx(float(values.mean())) and h["std"] == pytest.approx(float(values.std()))
+    assert h["zero_frac"] is None and record["layers"] == ["input", "act1"]
+    out = tmp_path / "old.png"
+    show_activations(str(rd), out_path=out)
+    assert out.stat().st_size > 5000
+    (rd / ACTIVATIONS_FILE).write_text('{"layers": ["input"], "edges": {}}')
+    with pytest.raises(RunError, match="unreadable"):
+        read_activations(rd)
+
+
+def test_pooled_dnn_and_swish_build_as_described():
+    from torch import nn
+
+    from mnistlab.models import create_model, keras_param_count
+
+    cfg = load_study("dnn-dropout").config(load_study("dnn-dropout").variant("pool2"), 0)
+    model = create_model(cfg.model, cfg.model_config)
+    assert [n for n, _ in model.named_children()][:2] == ["pool", "flatten"]
+    assert keras_param_count(model)[0] == 14 * 14 * 32 + 32 + 32 * 10 + 10  # 196 inputs, not 784
+    x = torch.zeros(1, 1, 28, 28)
+    x[0, 0, 0, 1] = 1.0  # one bright pixel: max-pooling keeps it in the first of the 196 inputs
+    assert model.pool(x).flatten()[0] == 1.0
+    extra = load_study("deep-init-extra")
+    cfg = extra.config(extra.variant("xavier-swish"), 0)
+    model = create_model(cfg.model, cfg.model_config)
+    assert sum(isinstance(m, nn.SiLU) for m in model.modules()) == 50
+    t = torch.tensor([-1.0, 0.0, 2.0])
+    assert torch.allclose(model.act1(t), t * torch.sigmoid(t))
+
+
+def test_keras_clipped_loss_has_no_gradient_for_sure_mistakes():
+    import torch.nn.functional as F
+
+    from mnistlab.train import cross_entropy
+
+    logits = torch.tensor([[30.0, 0.0, 0.0], [0.0, 1.0, 0.0]], requires_grad=True)
+    y = torch.tensor([1, 1])
+    loss = cross_entropy(logits, y, 1e-7)
+    loss.backward()
+    expected = (-math.log(1e-7) + F.cross_entropy(logits[1:], y[1:]).item()) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert logits.grad[0].abs().max() == 0  # p(label) < 1e-7: clipped, no gradient (Keras 2)
+    assert logits.grad[1].abs().max() > 0
+    plain = torch.tensor([[2.0, 0.0, 1.0]])
+    assert cross_entropy(plain, y[:1]) == F.cross_entropy(plain, y[:1])  # 0 = PyTorch's loss
+    from mnistlab.config import TrainConfig
+    from mnistlab.train import _check_monitors
+
+    with pytest.raises(ConfigError, match="prob_clip"):
+        _check_monitors(TrainConfig(prob_clip=0.7), has_val=False)

@@ -223,3 +223,48 @@ def test_bad_input_is_one_line_and_nonzero(args, message, run_dir, tmp_path, cap
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mnistlab: error:") and message in lines[0], captured.err
+
+
+def test_feature_maps_default_to_the_first_conv_after_its_relu(run_dir, loaded, tmp_path):
+    """Seed 0.3's "layer 1" is Keras' Conv2D(activation='relu'): the maps after the ReLU (act1)."""
+    from mnistlab.viz.layers import default_map_layer, describe_layer
+
+    assert default_map_layer(loaded.model) == "act1"
+    assert describe_layer(loaded.model, "act1") == "act1 = ReLU(conv1)"
+    assert "before its activation act1" in describe_layer(loaded.model, "conv1")
+    out = tmp_path / "fm.png"
+    assert cli("show", "feature-maps", run_dir, "--out", out) == 0 and out.stat().st_size > 5000
+
+
+@pytest.mark.parametrize(
+    "sets, side, vmax",
+    [(["data.subsample=half"], 14, 1.0), (["data.subsample=random"], 28, 1.0), (["data.scale=false"], 28, 255.0)],
+)
+def test_samples_of_a_data_variant_are_the_training_images(mnist, sets, side, vmax):
+    from mnistlab.cli.show import _data_variant
+    from mnistlab.dataset import prepare_splits
+    from mnistlab.viz.data_figs import data_variant_samples
+
+    data_cfg, seed, what = _data_variant(sets)
+    fig = data_variant_samples(mnist, data_cfg, seed, 3, what)
+    panels = image_panels(fig)
+    assert len(panels) == 30
+    first = panels[0].images[0]
+    assert first.get_array().shape == (side, side) and first.get_clim() == (0, vmax)
+    train = prepare_splits(mnist, data_cfg, seed).train
+    zero = int(torch.nonzero(train.y == 0)[0])  # row 0, column 0: the first training 0, as trained on
+    np.testing.assert_array_equal(first.get_array(), train.x[zero, 0].numpy())
+
+
+def test_samples_of_inverted_data_show_both_halves(mnist, tmp_path):
+    from mnistlab.cli.show import _data_variant
+    from mnistlab.viz.data_figs import data_variant_samples
+
+    data_cfg, seed, what = _data_variant(["data.invert=add"])
+    panels = image_panels(data_variant_samples(mnist, data_cfg, seed, 4, what))
+    means = [float(p.images[0].get_array().mean()) for p in panels[:4]]
+    assert max(means[:2]) < 0.3 < 0.7 < min(means[2:])  # two black-background digits, two inverted
+    out = tmp_path / "s.png"
+    assert cli("show", "samples", "--set", "data.channels=3", "--n", "2", "--out", out) == 0 and out.is_file()
+    with pytest.raises(ConfigError, match="only data"):
+        _data_variant(["train.lr=0.1"])

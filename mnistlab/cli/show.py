@@ -60,6 +60,14 @@ def _load(run: str, device: str | None) -> Predictor:
     return Predictor.load(run, pick_device(device))
 
 
+def _label(p: Predictor) -> str:
+    """The run's name for a title; a study run (VARIANT/sSEED) keeps its variant: "lecun-selu-bn/s0"."""
+    name = p.name
+    if name[:1] == "s" and name[1:].isdigit():
+        return f"{p.path.parent.name}/{name}"
+    return name
+
+
 def _test(p: Predictor, data_dir: str | None, n: int | None = None) -> Split:
     """The run's (first n) test digits as its model takes them (its channels, scaling, sub-sampling)."""
     test = canonical_test(load_data(data_dir), p.config.data)
@@ -107,16 +115,46 @@ def digit(
 
 def samples(
     per_class: Annotated[int, typer.Option("--n", help="Digits per class (columns).")] = 10,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="A data setting KEY=VALUE (repeatable): draw the images a model trains on under it, e.g. "
+            "data.subsample=half, data.invert=add, data.channels=3, data.scale=false; seed=N for random masks.",
+        ),
+    ] = None,
     out_path: OutPath = None,
     data_dir: DataDir = None,
 ) -> None:
-    """A grid of training digits, one row per class (seed 2.1)."""
+    """A grid of training digits, one row per class (seed 2.1); with --set data.*, the training
+    images as the model sees them under that data variant (seed 0.4's sub-sampling, 4.1's inversion)."""
     from mnistlab.viz.data_figs import samples_figure
 
     if not 1 <= per_class <= 50:
         raise ConfigError(f"--n must be 1..50, not {per_class}")
+    if not set_:
+        mnist = load_data(data_dir)
+        _save(samples_figure(mnist.train_images, mnist.train_labels, per_class), out_path, "samples.png")
+        return
+    from mnistlab.viz.data_figs import data_variant_samples
+
+    data_cfg, seed, text = _data_variant(set_)
     mnist = load_data(data_dir)
-    _save(samples_figure(mnist.train_images, mnist.train_labels, per_class), out_path, "samples.png")
+    fig = data_variant_samples(mnist, data_cfg, seed, per_class, text)
+    _save(fig, out_path, f"samples-{_slug('-'.join(s.replace('data.', '') for s in set_))}.png")
+
+
+def _data_variant(items: list[str]):  # noqa: ANN202 - (DataConfig, seed, "k=v, ...")
+    """--set items -> the DataConfig they make (data keys only) and the seed."""
+    from mnistlab.config import apply_overrides, parse_assignments
+    from mnistlab.recipes import resolve_run_config
+
+    sets = parse_assignments(items)
+    base = resolve_run_config("dnn")
+    cfg = apply_overrides(base, sets)
+    if (cfg.model_config, cfg.train, cfg.augment) != (base.model_config, base.train, base.augment):
+        raise ConfigError(f"show samples draws the data: only data.* keys (and seed) go with --set, not {items}")
+    return cfg.data, cfg.seed, ", ".join(f"{k}={v}" for k, v in sets.items())
 
 
 def classes(out_path: OutPath = None, data_dir: DataDir = None) -> None:
@@ -129,14 +167,22 @@ def classes(out_path: OutPath = None, data_dir: DataDir = None) -> None:
 
 def feature_maps(
     run: RunArg,
-    layer: Annotated[str, typer.Option("--layer", help="Layer name (see `mnistlab summary MODEL`), e.g. conv1, act1.")],
+    layer: Annotated[
+        str | None,
+        typer.Option(
+            "--layer",
+            help="Layer name (see `mnistlab summary MODEL`), e.g. conv1, act1. Default: the activation after the "
+            "first convolution (act1), what Keras' Conv2D(activation='relu') outputs (seed 0.3's layer 1).",
+        ),
+    ] = None,
     image: ImageOpt = "0",
     n: Annotated[int, typer.Option("--n", help="How many maps to show.")] = 9,
     out_path: OutPath = None,
     data_dir: DataDir = None,
     device: DeviceOrCuda = None,
 ) -> None:
-    """The output maps of a layer (conv or activation) for one digit (seed 0.3)."""
+    """The output maps of a layer (conv or activation) for one digit (seed 0.3); by default those
+    after the first convolution's ReLU, as the seed's Keras code shows them."""
     from mnistlab.viz import layers
     from mnistlab.viz.inputs import display_image
     from mnistlab.viz.network import feature_maps_figure
@@ -144,10 +190,13 @@ def feature_maps(
     if n < 1:
         raise ConfigError(f"--n must be at least 1, not {n}")
     p = _load(run, device)
+    if layer is None:
+        layer = layers.default_map_layer(p.model)
     layers.get_layer(p.model, layer)  # an unknown layer fails before any data is loaded
     x, caption = _run_image(p, image, data_dir)
     maps = layers.feature_maps(p.model, x, layer)
-    fig = feature_maps_figure(display_image(x[0]), maps, layer, n, f"{p.name}: {layer} on {caption}")
+    what = layers.describe_layer(p.model, layer)
+    fig = feature_maps_figure(display_image(x[0]), maps, what, n, f"{_label(p)}: {what} on {caption}")
     _save(fig, out_path, f"feature-maps-{layer}-{_image_slug(image)}.png", p.path)
 
 
@@ -195,11 +244,12 @@ def activations(
     if record:
         rows = [(f"epoch {e['epoch']}", e["histograms"]) for e in record["epochs"]]
         probe = record["probe"]
-        title = f"{p.name}: layer outputs after each epoch ({probe['n']} {probe['split']} images)"
+        images = f"{probe['n']} {probe['split']} images" if probe.get("n") else f"{probe['split']} images"
+        title = f"{_label(p)}: layer outputs after each epoch ({images})"
     else:
         probe_x = _test(p, data_dir, act.PROBE_SIZE).x
         rows = [("trained", act.layer_histograms(p.model, probe_x, chosen))]
-        title = f"{p.name}: layer outputs of the trained model ({len(probe_x)} test images)"
+        title = f"{_label(p)}: layer outputs of the trained model ({len(probe_x)} test images)"
     _save(act.activation_grid_figure(rows, chosen, title), out_path, "activations.png", p.path)
 
 

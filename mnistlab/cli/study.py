@@ -86,11 +86,11 @@ def run(
         root = study_root(study, quick, out_dir)
         err.print(f"interrupted: completed runs are kept under {root}; run the same command again to continue")
         raise typer.Exit(130) from None
-    rows = write_results(study, root)
+    rows = write_results(study, root, quick)
     if json_out:
         print_json(results_json(study, rows))
         return
-    header, cells = table_rows(rows)
+    header, cells = table_rows(rows, quick)
     table = Table(*header, title=f"{study.name}: {study.title}" + (" (quick)" if quick else ""))
     for c in cells:
         table.add_row(*c)

@@ -8,7 +8,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "selu", "gelu", "none")
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "selu", "gelu", "swish", "none")
 INITS = (
     "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform", "lecun_normal",
     "normal", "pytorch",
@@ -23,6 +23,7 @@ def activation(name: str) -> nn.Module:
         "elu": nn.ELU,
         "selu": nn.SELU,
         "gelu": nn.GELU,
+        "swish": nn.SiLU,  # Keras' swish: x * sigmoid(x) (seed 003 lists it; tf >= 2.2)
         "none": nn.Identity,
     }[name]()
 

@@ -87,11 +87,14 @@ def _pm(xs: list[float], digits: int = 4) -> str:
     return f"{m:.{digits}f} ± {s:.{digits}f}" if len(xs) > 1 else f"{m:.{digits}f}"
 
 
-def table_rows(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
-    """Header and cells of the results table (plain strings, for the terminal and Markdown)."""
+def table_rows(rows: list[Row], quick: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the results table (plain strings, for the terminal and Markdown).
+    Quick runs (tiny slices, one epoch) get no "ours − seed" column: the difference means nothing."""
     extras = extra_test_names(rows)
     header = ["variant", "runs", "test acc (mean ± std)", *[f"{e} acc" for e in extras], "test loss",
-              "final train acc", "wall s/run", "params", "seed reported", "ours − seed"]  # fmt: skip
+              "final train acc", "wall s/run", "params", "seed reported"]  # fmt: skip
+    if not quick:
+        header.append("ours − seed")
     cells = []
     for r in rows:
         v = r.variant
@@ -116,7 +119,7 @@ def table_rows(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
                 _pm(r.values("wall_seconds"), 1),
                 f"{int(params[0]):,}" if params else "–",
                 reported,
-                diff,
+                *([] if quick else [diff]),
             ]
         )
     return header, cells
@@ -145,11 +148,11 @@ def results_json(study: Study, rows: list[Row]) -> dict[str, Any]:
     return out
 
 
-def write_results(study: Study, root: Path) -> list[Row]:
+def write_results(study: Study, root: Path, quick: bool = False) -> list[Row]:
     """results.json and results.md in the study folder (written after every `study run`)."""
     rows = collect(study, root)
     runs.atomic_write_json(root / "results.json", results_json(study, rows))
-    header, cells = table_rows(rows)
+    header, cells = table_rows(rows, quick)
     (root / "results.md").write_text(markdown_table(header, cells))
     return rows
 
@@ -162,6 +165,18 @@ def markdown_table(header: list[str], cells: list[list[str]]) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Figures (matplotlib, Agg)
+
+FIG_DPI = 120  # as `mnistlab show` (viz._plot.DPI): panel text stays legible
+
+
+def _legend_below(fig, ax, n: int) -> None:  # noqa: ANN001 - matplotlib objects
+    """The variants' legend under the axes, outside the data (it never covers a curve)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ncol = min(n, 6)
+        fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+        rows = -(-n // ncol)
+        fig.subplots_adjust(bottom=0.14 + 0.045 * rows)
 
 
 def _plt():
@@ -181,7 +196,7 @@ def _curve_metric(rows: list[Row]) -> tuple[str, str]:
 def plot_step_curves(study: Study, rows: list[Row], path: Path) -> str:
     """One-epoch studies: running training accuracy and loss against images seen (seed 0's run)."""
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10.4, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(10.4, 4.2 + 0.25 * (len(rows) // 6 + 1)))
     cmap = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20")
     for ax, k, title in ((axes[0], "acc", "training accuracy"), (axes[1], "loss", "training loss")):
         for j, r in enumerate(rows):
@@ -192,10 +207,10 @@ def plot_step_curves(study: Study, rows: list[Row], path: Path) -> str:
         ax.set_ylabel(f"{title} (running mean over the epoch)")
         ax.set_title(f"{title} during the epoch")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="best")
     fig.suptitle(f"{study.title}: learning curves within the single epoch (seed 0)")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    _legend_below(fig, axes[0], len(rows))
+    fig.savefig(path, dpi=FIG_DPI)
     plt.close(fig)
     return (
         "Learning curves of every variant within its one training epoch: running accuracy and loss against images seen."
@@ -212,7 +227,9 @@ def plot_curves(study: Study, rows: list[Row], path: Path) -> str:
     key, label = _curve_metric(rows)
     panels = [("acc", "training accuracy (running mean)")] + ([(key, label)] if key != "acc" else [])
     panels.append(("loss", "training loss"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(5.2 * len(panels), 4.2 + 0.25 * (len(rows) // 6 + 1)), squeeze=False
+    )
     cmap = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20")
     for ax, (k, title) in zip(axes[0], panels, strict=True):
         for j, r in enumerate(rows):
@@ -238,11 +255,11 @@ def plot_curves(study: Study, rows: list[Row], path: Path) -> str:
             ax.set_xscale("log")
         else:
             ax.set_xlim(0.5, longest + 0.5)
-    axes[0][0].legend(fontsize=7, loc="best")
     n_seeds = max(r.n for r in rows)
     fig.suptitle(f"{study.title}: learning curves (mean over {n_seeds} seed(s))")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    _legend_below(fig, axes[0][0], sum(1 for r in rows if r.n))
+    fig.savefig(path, dpi=FIG_DPI)
     plt.close(fig)
     return f"Learning curves of every variant: {label if key != 'acc' else 'training accuracy'} and loss per epoch."
 
@@ -279,7 +296,7 @@ def plot_accuracy(study: Study, rows: list[Row], path: Path) -> str:
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=FIG_DPI)
     plt.close(fig)
     return "Accuracy per variant: bars are our mean ± std over seeds (dots: each seed); diamonds are the seed document's numbers."
 
@@ -289,7 +306,7 @@ def plot_extra_tests(study: Study, rows: list[Row], path: Path) -> str:
     plt = _plt()
     extras = extra_test_names(rows)
     groups = ["test", *extras]
-    fig, ax = plt.subplots(figsize=(max(5.5, 1.4 * len(rows) + 2), 4.2))
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.4 * len(rows) + 2) + 2.0, 4.2))
     width = 0.8 / len(groups)
     for g, name in enumerate(groups):
         means, stds = [], []
@@ -305,51 +322,36 @@ def plot_extra_tests(study: Study, rows: list[Row], path: Path) -> str:
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1.08)
     ax.set_title(f"{study.title}: normal vs inverted test digits")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=FIG_DPI)
     plt.close(fig)
     return "Each model on the normal and on the colour-inverted test set."
 
 
 def plot_activations(study: Study, rows: list[Row], path: Path) -> str | None:
-    """Seed 3.2's grid: rows = epochs, columns = the input and the first hidden layers."""
+    """Seed 3.2's grid (rows = epochs, columns = the input and the first hidden layers), drawn as
+    `mnistlab show activations` draws it, from the same recorder's file."""
+    from mnistlab.viz import save_figure
+    from mnistlab.viz.activations import ACTIVATIONS_FILE, activation_grid_figure, read_activations
+
     name = study.activations.get("variant")
     row = next((r for r in rows if r.variant.name == name), None)
-    if row is None or not row.run_dirs:
+    if row is None or not row.run_dirs or not (row.run_dirs[0] / ACTIVATIONS_FILE).is_file():
         return None
-    src = row.run_dirs[0] / "activations.json"
-    if not src.is_file():
-        return None
-    data = json.loads(src.read_text())
-    layers, epochs = data["layers"], data["epochs"]
-    plt = _plt()
-    fig, axes = plt.subplots(
-        len(epochs), len(layers), figsize=(1.9 * len(layers), 1.25 * len(epochs) + 0.8), squeeze=False, sharex="col"
-    )
-    for i, ep in enumerate(epochs):
-        for j, layer in enumerate(layers):
-            ax = axes[i][j]
-            edges = data["edges"][layer]
-            counts = ep["counts"][layer]
-            ax.stairs(counts, edges, fill=True, color="#4C72B0")
-            ax.set_yticks([])
-            ax.tick_params(labelsize=6)
-            if i == 0:
-                ax.set_title(layer, fontsize=8)
-            if j == 0:
-                ax.set_ylabel(f"epoch {ep['epoch']}", fontsize=7)
-    for ax in axes[-1]:
-        ax.set_xlabel("output value", fontsize=7)
-    fig.suptitle(
-        f"{study.title}: activation histograms of {name} (seed {row.results[0]['seed']}), per epoch", fontsize=9
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    record = read_activations(row.run_dirs[0])
+    layers = record["layers"]
+    epochs = [(f"epoch {e['epoch']}", e["histograms"]) for e in record["epochs"]]
+    seed = row.results[0]["seed"]
+    probe = record["probe"]
+    images = f"{probe['n']} {probe['split']} images" if probe.get("n") else f"{probe['split']} images"
+    title = f"{study.title}: outputs of {name} (seed {seed}) after each epoch, {images}"
+    save_figure(activation_grid_figure(epochs, layers, title), path)
+    estimated = " (μ, σ estimated from the bins: a file of the former recorder)" if record.get("converted_from") else ""
     return (
         f"Seed 3.2's figure for variant `{name}`: histograms of the input and of the outputs of the first "
-        "hidden layers after every epoch (rows: epochs; columns: layers)."
+        f"hidden layers after every epoch (rows: epochs; columns: layers; y: share of values per bin; "
+        f"each panel's title: mean μ, std σ and share of exact zeros of the values){estimated}."
     )
 
 
@@ -368,14 +370,18 @@ def plot_grid(study: Study, rows: list[Row], path: Path) -> str | None:
     xs = sorted({k[0] for k in cells})
     ys = sorted({k[1] for k in cells})
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(1.1 * len(xs) + 2.5, 0.9 * len(ys) + 1.8))
+    fig, ax = plt.subplots(figsize=(1.4 * len(xs) + 3.0, 1.0 * len(ys) + 2.0))
     grid = [[cells.get((x, y), math.nan) for x in xs] for y in ys]
-    im = ax.imshow(grid, cmap="viridis", origin="lower")
+    im = ax.imshow(grid, cmap="viridis", origin="lower", aspect="auto")
+    lo, hi = min(cells.values()), max(cells.values())
     for yi, y in enumerate(ys):
         for xi, x in enumerate(xs):
             v = cells.get((x, y))
-            if v is not None:
-                ax.text(xi, yi, f"{v:.4f}", ha="center", va="center", color="white", fontsize=8)
+            if v is None:
+                ax.text(xi, yi, "not run", ha="center", va="center", color="0.4", fontsize=9)
+                continue
+            bright = hi > lo and (v - lo) / (hi - lo) > 0.6  # viridis' top is yellow: dark text there
+            ax.text(xi, yi, f"{v:.4f}", ha="center", va="center", color="black" if bright else "white", fontsize=11)
     ax.set_xticks(range(len(xs)), [str(x) for x in xs])
     ax.set_yticks(range(len(ys)), [str(y) for y in ys])
     ax.set_xlabel(xk)
@@ -383,7 +389,7 @@ def plot_grid(study: Study, rows: list[Row], path: Path) -> str | None:
     ax.set_title(f"{study.title}: test accuracy")
     fig.colorbar(im, ax=ax, label="test accuracy (mean over seeds)")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=FIG_DPI)
     plt.close(fig)
     return f"Test accuracy over the grid {xk} × {yk}."
 
@@ -459,8 +465,8 @@ def write_report(study: Study, root: Path, dest: Path, quick: bool = False, html
         caption = PLOTS[fig](study, rows, dest / name)
         if caption:
             figures.append((name, caption))
-    header, cells = table_rows(rows)
-    seeds = sorted({r.n for r in rows})
+    header, cells = table_rows(rows, quick)
+    seeds = sorted({r.n for r in rows if r.n})
     cmd = f"mnistlab study run {study.name} --seeds {max(seeds)}" + (" --quick" if quick else "")
     md = [f"# Study `{study.name}`: {study.title}", ""]
     if study.seed_doc:

@@ -77,13 +77,14 @@ def callbacks_for(study: Study, variant: Variant, run_dir: Path) -> list[Callbac
 
     cbs: list[Callback] = [StepCurve(run_dir)]
     if "activations" in study.figures and study.activations.get("variant") == variant.name:
-        from mnistlab.studies.activations import ActivationHistograms
+        from mnistlab.viz.activations import ActivationRecorder  # the one recorder (show activations reads it)
 
         cbs.append(
-            ActivationHistograms(
+            ActivationRecorder(
                 run_dir,
-                layers=int(study.activations.get("layers", 6)),
-                samples=int(study.activations.get("samples", 1000)),
+                probe_size=int(study.activations.get("samples", 1000)),
+                split="train",  # seed 3.2 histograms the training images
+                max_layers=int(study.activations.get("layers", 6)),
             )
         )
     return cbs

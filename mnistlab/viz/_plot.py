@@ -14,7 +14,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from mnistlab.errors import MnistlabError  # noqa: E402
 
-DPI = 100
+DPI = 120  # every saved figure: small panel text stays legible
 
 
 def new_figure(width: float, height: float) -> Figure:

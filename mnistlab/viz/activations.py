@@ -1,7 +1,17 @@
 """Histograms of what each layer outputs (seed 3.2): computed now on a trained model, or recorded
 after every epoch while training by `ActivationRecorder` into the run's `activations.json`.
 
-The file holds histogram counts and bin edges (never raw tensors): a few kB per epoch.
+`ActivationRecorder` is the one recorder: `mnistlab train --record-activations` and the studies
+(deep-init's 3.2 grid) both use it, and `show activations` and `study report` both draw its file
+with `activation_grid_figure`. The file holds histogram counts and bin edges (never raw tensors),
+a few kB per epoch:
+
+    {"version": 1, "probe": {"split": "train" | "val", "n": N}, "bins": B, "layers": [...],
+     "epochs": [{"epoch": e, "histograms": {layer: {counts, edges, mean, std, zero_frac, n}}}]}
+
+Files of the studies' former recorder ({"layers", "edges": {layer: [...]}, "epochs": [{"epoch",
+"counts": {layer: [...]}}]}, fixed bins, no statistics) are still read: `read_activations`
+converts them, with mean and std estimated from the bins and the share of zeros unknown (None).
 """
 
 from __future__ import annotations
@@ -59,22 +69,39 @@ def layer_histograms(model: nn.Module, x: torch.Tensor, layers: Sequence[str], b
 
 
 class ActivationRecorder(Callback):
-    """After every epoch, histograms of each recorded layer's outputs on a fixed probe batch
-    (the first PROBE_SIZE validation images, else training images), written to
-    `run_dir/activations.json`. On `--resume` the epochs already recorded are kept."""
+    """After every epoch, histograms of each recorded layer's outputs on a fixed probe batch,
+    written to `run_dir/activations.json`. The probe is the first `probe_size` images of
+    `split`: "train" (seed 3.2 histograms the training images), "val", or None = the validation
+    images when the run has them, else the training images. `max_layers` keeps the first layers
+    of the default list (the input and every activation layer; 6 = seed 3.2's input + 5 hidden).
+    On `--resume` the epochs already recorded are kept."""
 
-    def __init__(self, run_dir: Path, layers: Sequence[str] | None = None, probe_size: int = PROBE_SIZE):
+    def __init__(
+        self,
+        run_dir: Path,
+        layers: Sequence[str] | None = None,
+        probe_size: int = PROBE_SIZE,
+        split: str | None = None,
+        max_layers: int | None = None,
+    ):
+        if split not in (None, "train", "val"):
+            raise ValueError(f"split must be 'train', 'val' or None, not {split!r}")
         self.path = Path(run_dir) / ACTIVATIONS_FILE
         self.layers = list(layers) if layers else None
         self.probe_size = probe_size
+        self.split = split
+        self.max_layers = max_layers
         self.record: dict[str, Any] = {}
         self.probe: torch.Tensor | None = None
 
     def on_train_begin(self, state: TrainState) -> None:
-        split_name = "val" if state.splits.val is not None else "train"
-        split = state.splits.val if state.splits.val is not None else state.splits.train
+        use_val = state.splits.val is not None and self.split != "train"
+        if self.split == "val" and state.splits.val is None:
+            raise RunError("activation histograms on validation images need data.val_split > 0")
+        split_name = "val" if use_val else "train"
+        split = state.splits.val if use_val else state.splits.train
         self.probe = split.x[: self.probe_size].to(state.device)
-        layers = self.layers or default_layers(state.model)
+        layers = self.layers or default_layers(state.model)[: self.max_layers]
         self.record = {
             "version": 1,
             "probe": {"split": split_name, "n": len(self.probe)},
@@ -97,14 +124,50 @@ class ActivationRecorder(Callback):
             raise RunError(f"cannot write {self.path}: {e.strerror}") from None
 
 
+def _stats_from_bins(counts: list[int], edges: list[float]) -> dict[str, Any]:
+    """A histogram entry rebuilt from counts and edges only: mean/std from the bin centres."""
+    c = torch.tensor(counts, dtype=torch.float64)
+    e = torch.tensor(edges, dtype=torch.float64)
+    centres = (e[:-1] + e[1:]) / 2
+    n = float(c.sum())
+    mean = float((c * centres).sum() / n) if n else 0.0
+    var = float((c * (centres - mean) ** 2).sum() / max(n - 1, 1)) if n else 0.0
+    return {"counts": counts, "edges": edges, "mean": mean, "std": var**0.5, "zero_frac": None, "n": int(n)}
+
+
+def _from_study_format(old: dict[str, Any]) -> dict[str, Any]:
+    """The studies' former file (fixed bins per layer, counts only) as a version-1 record."""
+    edges = old["edges"]
+    layers = list(old["layers"])
+    epochs = [
+        {"epoch": e["epoch"], "histograms": {k: _stats_from_bins(e["counts"][k], edges[k]) for k in layers}}
+        for e in old["epochs"]
+    ]
+    return {
+        "version": 1,
+        "probe": {"split": "train", "n": None},  # the former recorder took training images; how many is not stored
+        "bins": len(next(iter(edges.values()))) - 1 if edges else BINS,
+        "layers": layers,
+        "epochs": epochs,
+        "converted_from": "study recorder (mean/std estimated from the bins)",
+    }
+
+
 def read_activations(run_dir: Path) -> dict[str, Any]:
+    """The run's activations.json as a version-1 record (the studies' former format converted);
+    RunError, one line, when it is missing or unreadable."""
     path = Path(run_dir) / ACTIVATIONS_FILE
     if not path.is_file():
         raise RunError(f"{run_dir} has no {ACTIVATIONS_FILE}: train it with `mnistlab train ... --record-activations`")
     try:
         record = json.loads(path.read_text())
-        record["layers"], record["epochs"]  # noqa: B018 - the keys the figure needs
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        if "version" not in record and "edges" in record:
+            record = _from_study_format(record)
+        record["layers"], record["probe"]  # noqa: B018 - the keys the figure needs
+        for e in record["epochs"]:
+            for layer in record["layers"]:
+                e["histograms"][layer]["counts"], e["histograms"][layer]["edges"]  # noqa: B018
+    except (OSError, ValueError, KeyError, TypeError, IndexError, StopIteration) as e:
         raise RunError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
     return record
 
@@ -130,7 +193,8 @@ def activation_grid_figure(
             ax.stairs(share.numpy(), edges.numpy(), fill=True, color="tab:blue")
             ax.set_xlim(lo, hi)
             ax.tick_params(labelsize=6)
-            ax.set_title(f"μ {h['mean']:.2f} σ {h['std']:.2f} zeros {h['zero_frac']:.0%}", fontsize=7)
+            zeros = "" if h.get("zero_frac") is None else f" zeros {h['zero_frac']:.0%}"
+            ax.set_title(f"μ {h['mean']:.2f} σ {h['std']:.2f}{zeros}", fontsize=7)
             if i == 0:
                 ax.annotate(layer, (0.5, 1.35), xycoords="axes fraction", ha="center", fontsize=10, weight="bold")
             if j == 0:

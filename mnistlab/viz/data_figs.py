@@ -50,6 +50,43 @@ def samples_figure(images: torch.Tensor, labels: torch.Tensor, per_class: int = 
     return fig
 
 
+def data_variant_samples(mnist, data_cfg, seed: int, per_class: int, what: str) -> Figure:  # noqa: ANN001
+    """The training images a model trains on under `data_cfg` (dataset.prepare_splits: sub-sampled,
+    inverted, unscaled, repeated channels, as built for training), `per_class` per class.
+
+    With data.invert=add the training set is MNIST followed by its inverted copy: each row then
+    takes its digits from both halves. Several channels are identical copies: channel 0 is drawn.
+    The grey scale runs from 0 to the largest value the model can see (1, or 255 unscaled)."""
+    from mnistlab.dataset import prepare_splits
+
+    split = prepare_splits(mnist, data_cfg, seed).train
+    x, y = split.x, split.y
+    vmax = 1.0 if data_cfg.scale else 255.0
+    _, c, h, w = x.shape
+    fig = new_figure(per_class * 0.9 + 0.6, 10 * 0.9 + 1.0)
+    axes = image_panels(fig, 10 * per_class, per_class)
+    for digit in range(10):
+        idx = torch.nonzero(y == digit).flatten()
+        if data_cfg.invert == "add":  # half from MNIST, half from the inverted copy
+            half = len(y) // 2
+            a, b = idx[idx < half], idx[idx >= half]
+            k = (per_class + 1) // 2
+            idx = torch.cat([a[:k], b[: per_class - k]])
+        idx = idx[:per_class]
+        for j in range(per_class):
+            ax = axes[digit * per_class + j]
+            if j < len(idx):
+                ax.imshow(x[idx[j], 0].float().numpy(), cmap="gray", vmin=0, vmax=vmax, interpolation="nearest")
+            if j == 0:
+                ax.set_ylabel(str(digit), rotation=0, fontsize=14, labelpad=12, va="center")
+    chans = f", {c} identical channels (channel 0 shown)" if c > 1 else ""
+    fig.suptitle(
+        f"training images with {what}: {h}x{w} pixels{chans}, values 0..{vmax:g}\n(rows: label; what the model is trained on)",
+        fontsize=10,
+    )
+    return fig
+
+
 def classes_figure(train_labels: torch.Tensor, test_labels: torch.Tensor) -> Figure:
     """Counts per class, train and test side by side, each count written on its bar."""
     fig = new_figure(10, 4.5)

@@ -11,7 +11,7 @@ from torch import nn
 from mnistlab.errors import ConfigError
 
 # Output modules that are activation functions (seed 0.3 shows "layer 2 (activation)").
-ACTIVATION_TYPES = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.ELU, nn.SELU, nn.GELU, nn.LeakyReLU, nn.Identity)
+ACTIVATION_TYPES = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.ELU, nn.SELU, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.Identity)
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -25,6 +25,33 @@ def get_layer(model: nn.Module, layer: str) -> nn.Module:
     if layer not in layers:
         raise ConfigError(f"unknown layer {layer!r}; valid layers: {', '.join(layers)}")
     return layers[layer]
+
+
+def default_map_layer(model: nn.Module) -> str:
+    """The layer whose maps seed 0.3 shows as "layer 1": the activation right after the first
+    convolution (Keras' Conv2D(activation='relu') outputs after its ReLU; here conv and ReLU are
+    two layers, conv1 and act1). The first convolution itself when no activation follows it."""
+    names = layer_names(model)
+    modules = dict(model.named_children())
+    for i, name in enumerate(names):
+        if isinstance(modules[name], nn.Conv2d):
+            nxt = names[i + 1] if i + 1 < len(names) else None
+            return nxt if nxt is not None and isinstance(modules[nxt], ACTIVATION_TYPES) else name
+    raise ConfigError(f"the model has no convolution, so no feature maps; layers: {', '.join(names)}")
+
+
+def describe_layer(model: nn.Module, layer: str) -> str:
+    """Which tensor `layer` outputs, in words: "act1 = ReLU(conv1)", "conv1 (Conv2d, before its activation)"."""
+    names = layer_names(model)
+    module = get_layer(model, layer)
+    i = names.index(layer)
+    prev = names[i - 1] if i else "input"
+    if isinstance(module, ACTIVATION_TYPES):
+        return f"{layer} = {type(module).__name__}({prev})"
+    nxt = names[i + 1] if i + 1 < len(names) else None
+    if isinstance(module, nn.Conv2d) and nxt is not None and isinstance(get_layer(model, nxt), ACTIVATION_TYPES):
+        return f"{layer} (Conv2d output before its activation {nxt})"
+    return f"{layer} ({type(module).__name__})"
 
 
 def activation_layers(model: nn.Module) -> list[str]:
