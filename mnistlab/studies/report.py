@@ -284,6 +284,12 @@ def plot_accuracy(study: Study, rows: list[Row], path: Path) -> str:
     return "Accuracy per variant: bars are our mean ± std over seeds (dots: each seed); diamonds are the seed document's numbers."
 
 
+EXTRA_TEST_LABELS = {
+    "test_inverted": "the colour-inverted test set",
+    "uci": "real handwriting (UCI digits, single-digit reader)",
+}
+
+
 def plot_extra_tests(study: Study, rows: list[Row], path: Path) -> str:
     """Grouped bars: accuracy on the normal test set and on each extra test set (seed 4)."""
     plt = _plt()
@@ -299,17 +305,19 @@ def plot_extra_tests(study: Study, rows: list[Row], path: Path) -> str:
             means.append(0 if math.isnan(m) else m)
             stds.append(0 if math.isnan(s) else s)
         xs = [i + (g - (len(groups) - 1) / 2) * width for i in range(len(rows))]
-        bars = ax.bar(xs, means, width, yerr=stds, capsize=3, label="normal test set" if name == "test" else name)
+        label = "normal test set" if name == "test" else EXTRA_TEST_LABELS.get(name, name)
+        bars = ax.bar(xs, means, width, yerr=stds, capsize=3, label=label)
         ax.bar_label(bars, fmt="%.3f", fontsize=7)
     ax.set_xticks(range(len(rows)), [r.variant.name for r in rows], rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1.08)
-    ax.set_title(f"{study.title}: normal vs inverted test digits")
+    names = " vs ".join(EXTRA_TEST_LABELS.get(e, e) for e in extras)
+    ax.set_title(f"{study.title}: normal test digits vs {names}", fontsize=9)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
-    return "Each model on the normal and on the colour-inverted test set."
+    return f"Each model on the normal MNIST test set and on {', '.join(EXTRA_TEST_LABELS.get(e, e) for e in extras)}."
 
 
 def plot_activations(study: Study, rows: list[Row], path: Path) -> str | None:
