@@ -73,8 +73,12 @@ def test_study_runs_quick_and_reports(name, mnist, tmp_path):
     assert (tmp_path / "report" / f"{name}.html").is_file()
     # The report says how busy the machine was, from the runs' own records (wall times depend on it).
     assert "load average (1 min) when the runs started" in text
-    if "extra_tests" in study.figures:
-        assert all("test_inverted" in r.results[0]["extra_tests"] for r in rows)
+    if "extra_tests" in study.figures:  # the inverted test set wherever the run asks for it
+        for r in rows:
+            asked = study.config(r.variant, 0, quick=True).data.eval_inverted
+            assert ("test_inverted" in r.results[0]["extra_tests"]) == asked, r.variant.name
+    for r in rows:  # and the study's own evaluations (real handwriting) on every run
+        assert set(study.evaluate) <= set(r.results[0]["extra_tests"]), r.variant.name
 
 
 def _one_variant(name, variant):

@@ -45,6 +45,9 @@ def _print_event(e: RunEvent) -> None:
         err.print(f"{tag}: being trained by {e.holder}, skipped; run again once it is done")
     elif e.kind == "start":
         err.print(f"{tag}: training ...")
+    elif e.kind == "evaluated":
+        extra = (e.result or {}).get("extra_tests") or {}
+        err.print(f"{tag}: " + ", ".join(f"{k} acc {v['acc']:.4f}" for k, v in extra.items()))
     else:
         r = e.result or {}
         err.print(f"{tag}: test acc {r.get('test_acc', float('nan')):.4f} in {r.get('wall_seconds', 0):.1f}s")

@@ -121,9 +121,14 @@ def uci_images(upscale: int = 4) -> tuple[list[Image.Image], np.ndarray]:
     return imgs, d.target.astype(int)
 
 
-def evaluate_uci(predictor: Predictor, upscale: int = 4) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """scikit-learn's UCI digits read through the single-digit path (`predict --single`)."""
+def evaluate_uci(
+    predictor: Predictor, upscale: int = 4, limit: int | None = None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """scikit-learn's UCI digits read through the single-digit path (`predict --single`); the
+    first `limit` of them only, when given (a quick check)."""
     imgs, y = uci_images(upscale)
+    if limit is not None:
+        imgs, y = imgs[:limit], y[:limit]
     names = [f"uci-{i}" for i in range(len(y))]
     readings = list(read_images(imgs, predictor, single=True, names=names))
     crops = [r.digits[0].crop.numpy() if r.digits else np.zeros((28, 28), np.float32) for r in readings]

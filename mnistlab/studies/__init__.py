@@ -12,6 +12,7 @@ section (tiny slices, one epoch) for tests and CI:
     recipe = "dnn"                    # base recipe (a model name or a registered recipe)
     metric = "test_acc"               # what the seed's numbers measure (test_acc or val_acc)
     figures = ["curves", "accuracy"]  # see report.FIGURES
+    evaluate = ["uci"]                # optional: tests every run gets once trained (studies/evaluations.py)
     [overrides]                       # applied to every variant
     [quick]                           # applied on top with --quick
     [[variant]]
@@ -39,7 +40,7 @@ METRICS = ("test_acc", "val_acc")
 FIGURES = ("curves", "accuracy", "extra_tests", "activations", "grid")
 _STUDY_KEYS = {
     "title", "seed_doc", "about", "recipe", "metric", "figures", "overrides", "quick", "variant",
-    "activations", "grid",
+    "activations", "grid", "evaluate",
 }  # fmt: skip
 _VARIANT_KEYS = {"name", "label", "recipe", "overrides", "seed_reported", "note", "metric", "quick"}
 
@@ -71,6 +72,7 @@ class Study:
     figures: tuple[str, ...] = ("curves", "accuracy")
     activations: dict[str, Any] = field(default_factory=dict)  # {variant, layers, samples}
     grid: dict[str, Any] = field(default_factory=dict)  # {x, y, variants_prefix} for a heatmap
+    evaluate: tuple[str, ...] = ()  # evaluations.EVALUATIONS run on every complete run
     path: Path | None = None
 
     def variant(self, name: str) -> Variant:
@@ -171,6 +173,11 @@ def parse_study(name: str, doc: Mapping[str, Any], path: Path | None = None) -> 
     for fig in figures:
         if fig not in FIGURES:
             raise StudyError(f"{where}: unknown figure {fig!r}; choose from {', '.join(FIGURES)}")
+    from mnistlab.studies.evaluations import EVALUATIONS
+
+    evaluate = doc.get("evaluate", [])
+    if not isinstance(evaluate, list) or any(e not in EVALUATIONS for e in evaluate):
+        raise StudyError(f"{where}: evaluate must be a list of {', '.join(sorted(EVALUATIONS))}, got {evaluate!r}")
     activations = _table(doc.get("activations"), f"{where}: [activations]")
     if "activations" in figures and activations.get("variant") not in names:
         raise StudyError(f"{where}: [activations] variant must be one of {', '.join(names)}")
@@ -184,6 +191,7 @@ def parse_study(name: str, doc: Mapping[str, Any], path: Path | None = None) -> 
         figures=figures,
         activations=activations,
         grid=_table(doc.get("grid"), f"{where}: [grid]"),
+        evaluate=tuple(evaluate),
         path=path,
     )
 

@@ -301,6 +301,12 @@ def plot_accuracy(study: Study, rows: list[Row], path: Path) -> str:
     return "Accuracy per variant: bars are our mean ± std over seeds (dots: each seed); diamonds are the seed document's numbers."
 
 
+EXTRA_TEST_LABELS = {
+    "test_inverted": "the colour-inverted test set",
+    "uci": "real handwriting (UCI digits, single-digit reader)",
+}
+
+
 def plot_extra_tests(study: Study, rows: list[Row], path: Path) -> str:
     """Grouped bars: accuracy on the normal test set and on each extra test set (seed 4)."""
     plt = _plt()
@@ -313,20 +319,24 @@ def plot_extra_tests(study: Study, rows: list[Row], path: Path) -> str:
         for r in rows:
             vals = r.values("test_acc") if name == "test" else r.extra_values(name)
             m, s = mean_std(vals)
-            means.append(0 if math.isnan(m) else m)
+            means.append(m)
             stds.append(0 if math.isnan(s) else s)
         xs = [i + (g - (len(groups) - 1) / 2) * width for i in range(len(rows))]
-        bars = ax.bar(xs, means, width, yerr=stds, capsize=3, label="normal test set" if name == "test" else name)
+        label = "normal test set" if name == "test" else EXTRA_TEST_LABELS.get(name, name)
+        shown = [j for j, m in enumerate(means) if not math.isnan(m)]  # a run without this test: no bar, not 0
+        bars = ax.bar([xs[j] for j in shown], [means[j] for j in shown], width,
+                      yerr=[stds[j] for j in shown], capsize=3, label=label)  # fmt: skip
         ax.bar_label(bars, fmt="%.3f", fontsize=7)
     ax.set_xticks(range(len(rows)), [r.variant.name for r in rows], rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1.08)
-    ax.set_title(f"{study.title}: normal vs inverted test digits")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    names = " vs ".join(EXTRA_TEST_LABELS.get(e, e) for e in extras)
+    ax.set_title(f"study {study.name}: normal test digits vs {names}", fontsize=9)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over a bar
     fig.tight_layout()
     fig.savefig(path, dpi=FIG_DPI)
     plt.close(fig)
-    return "Each model on the normal and on the colour-inverted test set."
+    return f"Each model on the normal MNIST test set and on {', '.join(EXTRA_TEST_LABELS.get(e, e) for e in extras)}."
 
 
 def plot_activations(study: Study, rows: list[Row], path: Path) -> str | None:

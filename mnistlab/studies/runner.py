@@ -33,7 +33,7 @@ EXECUTORS = ("local", "ray")
 class RunEvent:
     """What the runner tells its caller (the CLI prints it; nothing here prints)."""
 
-    kind: str  # "skip" | "busy" (another process is training it) | "start" | "done"
+    kind: str  # "skip" | "busy" (another process is training it) | "start" | "done" | "evaluated"
     variant: str
     seed: int
     index: int  # 1-based position in the plan
@@ -121,6 +121,7 @@ def run_study(
         from mnistlab.studies import ray_executor  # imports Ray: only on request
 
         ray_executor.run_all(study, todo, len(plan), address, data_dir, device, on_event, ray_cpus)
+        evaluate_all(study, plan, root, quick, device, on_event)
         return root
     mnist = mnist or load_mnist(data_dir)
     for i, v, s, cfg, rd in todo:
@@ -137,7 +138,26 @@ def run_study(
             on_event(RunEvent("done", v.name, s, i, len(plan), rd, result))
         finally:
             runs.release(rd)
+    evaluate_all(study, plan, root, quick, device, on_event)
     return root
+
+
+def evaluate_all(
+    study: Study,
+    plan: list[tuple[Variant, int, RunConfig]],
+    root: Path,
+    quick: bool,
+    device: str | None,
+    on_event: Callable[[RunEvent], None],
+) -> None:
+    """The study's `evaluate` tests on every complete run that lacks them (trained now or before)."""
+    from mnistlab.studies.evaluations import evaluate_run, pending
+
+    for i, (v, s, _) in enumerate(plan, start=1):
+        rd = run_dir_for(root, v.name, s)
+        if pending(study.evaluate, rd):
+            result = evaluate_run(study.evaluate, rd, quick, device)
+            on_event(RunEvent("evaluated", v.name, s, i, len(plan), rd, result))
 
 
 def run_one(
