@@ -261,6 +261,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in _TABLE} | {
 DEFAULT_RECIPE = "fast"
 # What reads handwriting when no run is named (`predict`, `serve`): see handwriting/model.py.
 READER_RECIPE = "robust"
+# What reads the touching digits of a page when a run of it exists (handwriting/lines.py).
+LINE_READER_RECIPE = "line-reader"
 
 
 def list_recipes(task: str | None = "digit") -> list[str]:
@@ -274,7 +276,9 @@ def get_recipe(name: str) -> Recipe:
         return RECIPES[name]
     except KeyError:
         every = list_recipes(task=None)
-        raise ConfigError(f"unknown model or recipe {name!r}{did_you_mean(name, every)}; available: {', '.join(every)}") from None
+        raise ConfigError(
+            f"unknown model or recipe {name!r}{did_you_mean(name, every)}; available: {', '.join(every)}"
+        ) from None
 
 
 def fit_model_to_data(cfg: RunConfig) -> RunConfig:

@@ -226,7 +226,9 @@ def train(
     out.print(f"run saved to {plan.run_dir}")
 
 
-def _train_line_reader(plan: Any, mnist: mdata.MNIST, device: str | None, progress: ProgressBar, json_out: bool) -> None:
+def _train_line_reader(
+    plan: Any, mnist: mdata.MNIST, device: str | None, progress: ProgressBar, json_out: bool
+) -> None:
     """`mnistlab train line-reader`: handwriting.lines trains it (an app: the core knows no strips)."""
     from mnistlab.handwriting.lines import train_line_reader
 

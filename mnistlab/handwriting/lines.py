@@ -298,7 +298,9 @@ class LineReader:
     def load(cls, ref: str | Path, device: torch.device | str = "cpu") -> LineReader:
         run = runs.load_run(ref, device)
         if get_spec(run.config.model).task != "line":
-            raise RunError(f"{run.path}: a {run.config.model!r} run is not a line reader (train one: mnistlab train line-reader)")
+            raise RunError(
+                f"{run.path}: a {run.config.model!r} run is not a line reader (train one: mnistlab train line-reader)"
+            )
         return cls(run.model.eval(), run.config, run.path)
 
     @property
