@@ -3,7 +3,7 @@
 The page reader (reader.py) hands the line reader what it cuts out of a page: one component's
 own ink (0 = paper, ~1 = the ink's typical strength, the paper already removed by
 segment.ink_map), scaled to `height` pixels, the aspect kept. So the strips are drawn in that
-same ink space: 1-4 MNIST digits (model config `min_digits`..`max_digits`, up to 16), most
+same ink space: 1-3 MNIST digits (model config `min_digits`..`max_digits`, up to 16), most
 touching or sliding over their neighbour (`touch`, `max_overlap`), each at its own size and
 height on the line (uneven baseline), the whole strip slanted, the pen thickened or thinned,
 blurred, its contrast changed, then thresholded and normalised as ink_map does, with noise on

@@ -30,7 +30,7 @@ class LineReaderConfig:
     hidden: int = 48  # GRU hidden size per direction
     # What the strips it trains on hold (handwriting/lines.py draws them from MNIST TRAINING digits):
     min_digits: int = 1
-    max_digits: int = 4
+    max_digits: int = 3
     touch: float = 0.85  # fraction of neighbouring digits that touch or overlap (else a small gap)
     max_overlap: float = 0.3  # most a digit may slide over its neighbour, in digit heights
     samples_per_epoch: int = 12000
