@@ -18,7 +18,7 @@ from mnistlab.config import RunConfig
 from mnistlab.data import MNIST, load_mnist
 from mnistlab.dataset import Splits, prepare_splits
 from mnistlab.errors import ConfigError, RunError
-from mnistlab.models import create_model, keras_param_count
+from mnistlab.models import create_model, get_spec, keras_param_count
 from mnistlab.recipes import resolve_run_config
 from mnistlab.train import (
     Callback,
@@ -70,6 +70,10 @@ def run_experiment(
 
     `resume` continues an interrupted run (its checkpoint; `run_dir` must be that run's folder).
     """
+    if get_spec(cfg.model).task != "digit":  # the line reader trains on strips: handwriting.lines
+        raise ConfigError(
+            f"model {cfg.model!r} is a line reader, not a digit classifier: train it with `mnistlab train`"
+        )
     device = device if isinstance(device, torch.device) else pick_device(device)
     mnist = mnist or load_mnist(data_dir)
     splits = prepare_splits(mnist, cfg.data, cfg.seed)

@@ -19,7 +19,7 @@ from typing import Any
 from mnistlab import transforms
 from mnistlab.config import RunConfig, apply_overrides
 from mnistlab.errors import ConfigError, did_you_mean
-from mnistlab.models import default_config, list_models
+from mnistlab.models import default_config, get_spec, list_models
 
 
 @dataclass(frozen=True)
@@ -252,6 +252,24 @@ _TABLE: tuple[Recipe, ...] = (
         "fastnet 32-64-128 under handwriting augmentation (affine, elastic, pen width, blur, noise, "
         "contrast): the default model of `mnistlab predict`",
     ),
+    Recipe(
+        # The page reader's second model (task "line", models/linereader.py): a CRNN that reads a
+        # component wider than one digit (touching digits) with CTC, trained on strips synthesised
+        # from MNIST training digits on the fly (handwriting/lines.py). Small: minutes on one core.
+        "line-reader",
+        "crnn",
+        {
+            "train.epochs": 4,
+            "train.batch_size": 64,
+            "train.optimizer": "adam",
+            "train.lr": 0.004,
+            "train.schedule": "onecycle",
+            "train.warmup": 0.15,
+            "train.grad_clip": 5.0,
+        },
+        "CRNN (conv + BiGRU, CTC) on synthetic strips of 1-3 touching MNIST training digits: reads the "
+        "page reader's wide components",
+    ),
 )
 
 # The architectures no seed trains have a bare recipe of their own name: the model's defaults.
@@ -265,18 +283,24 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in _TABLE} | {
 DEFAULT_RECIPE = "fast"
 # What reads handwriting when no run is named (`predict`, `serve`): see handwriting/model.py.
 READER_RECIPE = "robust"
+# What reads the touching digits of a page when a run of it exists (handwriting/lines.py).
+LINE_READER_RECIPE = "line-reader"
 
 
-def list_recipes() -> list[str]:
-    return sorted(RECIPES)
+def list_recipes(task: str | None = "digit") -> list[str]:
+    """Recipe names: those that train a digit classifier by default (what studies, benches and the
+    digit tests go over), `task="line"` the line reader's, `task=None` all."""
+    return sorted(n for n, r in RECIPES.items() if task in (None, get_spec(r.model).task))
 
 
 def get_recipe(name: str) -> Recipe:
     try:
         return RECIPES[name]
     except KeyError:
-        hint = did_you_mean(name, list_recipes())
-        raise ConfigError(f"unknown model or recipe {name!r}{hint}; available: {', '.join(list_recipes())}") from None
+        every = list_recipes(task=None)
+        raise ConfigError(
+            f"unknown model or recipe {name!r}{did_you_mean(name, every)}; available: {', '.join(every)}"
+        ) from None
 
 
 def fit_model_to_data(cfg: RunConfig) -> RunConfig:
@@ -315,7 +339,7 @@ def resolve_run_config(name: str, overrides: Mapping[str, Any] | None = None, se
 
 def _check_table() -> None:
     """Every recipe names a registered model, and every registered model has a recipe."""
-    models = set(list_models())
+    models = set(list_models(task=None))
     unknown = sorted(r.model for r in RECIPES.values() if r.model not in models)
     untrained = sorted(models - {r.model for r in RECIPES.values()})
     if unknown or untrained:  # a programming error in this table, caught at import and by the tests

@@ -71,7 +71,7 @@ def test_command_is_a_plain_importable_function(name):
 def test_models_json_in_process(capsys):
     core_cmds.models(json_out=True)
     rows = json.loads(capsys.readouterr().out)
-    assert [r["name"] for r in rows] == list_models()
+    assert [r["name"] for r in rows] == list_models(task=None)  # the line reader too
     by_name = {r["name"]: r for r in rows}
     assert by_name["deep-dnn"]["params"] == 594410 and by_name["deep-dnn"]["trainable"] == 584410
 

@@ -24,7 +24,7 @@ from mnistlab.cli._common import (
 )
 from mnistlab.config import parse_assignments
 from mnistlab.dataset import canonical_test
-from mnistlab.errors import RunError
+from mnistlab.errors import ConfigError, RunError
 from mnistlab.experiment import TrainingInterrupted, plan_training, train_run
 from mnistlab.models import create_model, get_spec, keras_param_count, list_models, summarize
 from mnistlab.predictor import Predictor
@@ -84,7 +84,7 @@ def data(
 def model_rows() -> list[dict[str, Any]]:
     """One row per registered model, with its Keras-style parameter counts (the `models --json` list)."""
     rows = []
-    for name in list_models():
+    for name in list_models(task=None):  # the line reader too
         spec = get_spec(name)
         total, trainable = keras_param_count(create_model(name))
         rows.append(
@@ -98,7 +98,7 @@ def model_rows() -> list[dict[str, Any]]:
 def recipe_rows() -> list[dict[str, Any]]:
     """One row per recipe, counting the parameters of the model as `mnistlab train NAME` builds it."""
     rows = []
-    for name in list_recipes():
+    for name in list_recipes(task=None):
         cfg = resolve_run_config(name)
         total, trainable = keras_param_count(create_model(cfg.model, cfg.model_config))
         r = get_recipe(name)
@@ -203,6 +203,9 @@ def train(
 
         callbacks.append(ActivationRecorder(plan.run_dir))
     sigterm_as_interrupt()
+    if get_spec(plan.config.model).task == "line":  # the line reader trains on synthetic strips
+        _train_line_reader(plan, mnist, device, progress, json_out)
+        return
     try:
         r = train_run(plan, mnist=mnist, device=device, callbacks=callbacks).result
     except TrainingInterrupted as e:
@@ -220,6 +223,31 @@ def train(
         out.print(f"  {k}: accuracy {v['acc']:.4f}, loss {v['loss']:.4f}")
     if r["best_epoch"]:
         out.print(f"  restored the best epoch by {plan.config.train.monitor}: {r['best_epoch']}")
+    out.print(f"run saved to {plan.run_dir}")
+
+
+def _train_line_reader(
+    plan: Any, mnist: mdata.MNIST, device: str | None, progress: ProgressBar, json_out: bool
+) -> None:
+    """`mnistlab train line-reader`: handwriting.lines trains it (an app: the core knows no strips)."""
+    from mnistlab.handwriting.lines import train_line_reader
+
+    if plan.resume is not None:
+        raise ConfigError("a line-reader run cannot be resumed: train it again (it takes minutes)")
+    try:
+        r = train_line_reader(plan.config, plan.run_dir, mnist, pick_device(device), [progress])
+    except KeyboardInterrupt:
+        progress.on_train_end(None)  # type: ignore[arg-type]
+        err.print(f"interrupted: {plan.run_dir} is incomplete; train it again")
+        raise typer.Exit(130) from None
+    if json_out:
+        print_json(r)
+        return
+    out.print(
+        f"{plan.name}: held-out strips read exactly {r['test_acc']:.4f}, digits {r['test_digit_acc']:.4f}, "
+        f"digit count {r['test_count_acc']:.4f} ({r['epochs']} epoch(s), {r['train_seconds']:.1f}s training, "
+        f"{r['params']:,} params, {r['device']})"
+    )
     out.print(f"run saved to {plan.run_dir}")
 
 

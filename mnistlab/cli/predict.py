@@ -25,6 +25,27 @@ RunOption = dict(
     help="A run folder or name to read with (default: your newest `robust` run, else the cached one, trained on first use)."
 )
 ReaderRun = Annotated[str | None, typer.Option("--run", **RunOption)]
+LinesOption = Annotated[
+    str | None,
+    typer.Option(
+        "--lines",
+        help="A line-reader run (`mnistlab train line-reader`) that also reads the touching digits of a page, "
+        "or `none` for the classifier alone (default: your newest line-reader run, else none).",
+    ),
+]
+
+
+def load_lines(lines: str | None):  # noqa: ANN201 - a LineReader or None (imported late)
+    """The line reader pages are read with: `--lines RUN`, `none`, else the newest line-reader run."""
+    from mnistlab.handwriting.lines import LineReader
+    from mnistlab.handwriting.model import trained_line_reader_run
+
+    if lines is not None and lines.lower() == "none":
+        return None
+    if lines is not None:
+        return LineReader.load(lines)
+    found = trained_line_reader_run()
+    return LineReader.load(found) if found is not None else None
 
 
 def load_reader(run: str | None, data_dir: str | None = None) -> Predictor:
@@ -72,6 +93,7 @@ def predict(
         Path | None,
         typer.Option("--explain", help="Draw the steps to this PNG (with several files: OUT-<n>.png)."),
     ] = None,
+    lines: LinesOption = None,
     data_dir: DataDir = None,
 ) -> None:
     """Read the digits in photos, scans or canvas drawings: one line (or JSON object) per file."""
@@ -82,10 +104,13 @@ def predict(
     predictor = load_reader(run, data_dir)
     if run is None:
         err.print(f"reading with {predictor.path}")
+    line_reader = load_lines(lines) if single is not True else None
+    if line_reader is not None and lines is None:
+        err.print(f"touching digits on pages read with {line_reader.path}")
     files = expand_paths(list(paths))
     failed = 0
     with _progress(len(files), "reading") as step:
-        for i, r in enumerate(read_images(files, predictor, single=single)):
+        for i, r in enumerate(read_images(files, predictor, single=single, lines=line_reader)):
             step()
             if isinstance(r, Exception):
                 failed += 1
@@ -186,6 +211,7 @@ def make_pages(
 def score_pages(
     folder: Annotated[Path, typer.Argument(help="A folder made by make-pages.")],
     run: ReaderRun = None,
+    lines: LinesOption = None,
     json_out: JsonObject = False,
     verbose: Annotated[bool, typer.Option("-v", help="Show every page's truth and reading.")] = False,
 ) -> None:
@@ -196,7 +222,7 @@ def score_pages(
         if verbose and p["digit_errors"]:
             err.print(f"{p['file']}: {p['digit_errors']} error(s)\n  truth {p['truth']!r}\n  read  {p['read']!r}")
 
-    s = hw_evaluate.score_pages(folder, load_reader(run), show)
+    s = hw_evaluate.score_pages(folder, load_reader(run), show, lines=load_lines(lines))
     if json_out:
         print_json(s)
         return
@@ -210,6 +236,7 @@ def bench_reader(
     run: ReaderRun = None,
     digits: Annotated[int, typer.Option("--digits", help="Single-digit PNG files to read.")] = 1000,
     pages: Annotated[int, typer.Option("--pages", help="make-pages pages to read.")] = 5,
+    lines: LinesOption = None,
     data_dir: DataDir = None,
     json_out: JsonObject = False,
 ) -> None:
@@ -221,7 +248,9 @@ def bench_reader(
 
     if digits < 8 or pages < 1:
         raise ConfigError("--digits must be >= 8 and --pages >= 1")
-    r = hw_evaluate.reading_speed(load_reader(run, data_dir), load_data(data_dir), digits, pages)
+    r = hw_evaluate.reading_speed(
+        load_reader(run, data_dir), load_data(data_dir), digits, pages, lines=load_lines(lines)
+    )
     r |= {
         "threads": torch.get_num_threads(),
         "cpu": runs.cpu_model(),

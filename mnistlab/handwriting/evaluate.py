@@ -15,7 +15,7 @@ from mnistlab.data import MNIST
 from mnistlab.errors import DataError, MnistlabError
 from mnistlab.handwriting.images import expand_paths
 from mnistlab.handwriting.pages import load_truth, score_page
-from mnistlab.handwriting.reader import read_images
+from mnistlab.handwriting.reader import Lines, read_images
 from mnistlab.predictor import Predictor
 
 _PREFIX = re.compile(r"^([0-9])(?:[^0-9]|$)")
@@ -140,13 +140,17 @@ def evaluate_uci(
 
 
 def score_pages(
-    folder: Path, predictor: Predictor, on_page: Callable[[dict[str, Any]], None] | None = None
+    folder: Path,
+    predictor: Predictor,
+    on_page: Callable[[dict[str, Any]], None] | None = None,
+    lines: Lines = None,
 ) -> dict[str, Any]:
-    """Read every page in a make-pages folder and compare with truth.json."""
+    """Read every page in a make-pages folder (with the line reader `lines`, if given) and compare
+    with truth.json."""
     truth = load_truth(folder)
     totals = {"pages": 0, "digits": 0, "digit_errors": 0, "lines": 0, "lines_exact": 0, "failed": 0}
     files = [folder / t["file"] for t in truth]
-    for t, r in zip(truth, read_images(files, predictor), strict=True):
+    for t, r in zip(truth, read_images(files, predictor, lines=lines), strict=True):
         if isinstance(r, Exception):
             s = {"digits": sum(len(x) for x in t["lines"]), "lines": len(t["lines"]), "lines_exact": 0}
             s["digit_errors"] = s["digits"]
@@ -212,7 +216,9 @@ def _pool_cpu() -> float:
     return total
 
 
-def reading_speed(predictor: Predictor, mnist: MNIST, n_digits: int = 1000, n_pages: int = 5) -> dict[str, Any]:
+def reading_speed(
+    predictor: Predictor, mnist: MNIST, n_digits: int = 1000, n_pages: int = 5, lines: Lines = None
+) -> dict[str, Any]:
     """How fast `predict` reads, after start-up: `n_digits` single-digit PNG files (MNIST test
     digits drawn dark on white, 140x140, as the canvas sends them) and `n_pages` make-pages JPEGs,
     each written to a temporary folder and read from disk as `predict FOLDER` does. Wall and CPU
@@ -232,16 +238,17 @@ def reading_speed(predictor: Predictor, mnist: MNIST, n_digits: int = 1000, n_pa
             ink.resize((140, 140), Image.Resampling.BILINEAR).save(buf, format="PNG")
             (folder / f"{int(mnist.test_labels[i % len(mnist.test_labels)])}_{i:05d}.png").write_bytes(buf.getvalue())
         files = expand_paths([folder])
-        list(read_images(files[:64], predictor))  # start-up: lazy initialisation, the worker processes
+        list(read_images(files[:64], predictor, lines=lines))  # start-up: lazy initialisation, the worker processes
         t0, c0 = time.perf_counter(), _cpu_seconds()
-        readings = list(read_images(files, predictor))
+        readings = list(read_images(files, predictor, lines=lines))
         wall, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
         right = sum(not isinstance(r, Exception) and r.text == f.name[0] for r, f in zip(readings, files, strict=True))
         pages_dir = Path(tmp) / "pages"
         make_pages(mnist, pages_dir, n=n_pages, seed=0)
         page_files = sorted(pages_dir.glob("*.jpg"))
+        list(read_images(page_files[:1], predictor, lines=lines))  # the line reader's first call
         p0, pc0 = time.perf_counter(), _cpu_seconds()
-        list(read_images(page_files, predictor))
+        list(read_images(page_files, predictor, lines=lines))
         page_wall, page_cpu = time.perf_counter() - p0, _cpu_seconds() - pc0
     return {
         "digits": n_digits,

@@ -18,7 +18,7 @@ import torch
 from mnistlab import runs
 from mnistlab.experiment import run_experiment
 from mnistlab.predictor import Predictor
-from mnistlab.recipes import READER_RECIPE, resolve_run_config
+from mnistlab.recipes import LINE_READER_RECIPE, READER_RECIPE, resolve_run_config
 from mnistlab.train import Callback, TrainState, pick_device
 
 ENV_CACHE = "MNISTLAB_CACHE"
@@ -65,6 +65,22 @@ def default_reader_dir() -> Path:
     """The run the default reader reads with: a `robust` run you trained, else the cached one
     (which may not exist yet: `default_predictor` trains it)."""
     return trained_reader_run() or default_model_dir()
+
+
+def is_line_reader_run(path: Path) -> bool:
+    """A complete run of the line-reader recipe."""
+    if not runs.is_complete(path):
+        return False
+    try:
+        return runs.read_json(path / runs.CONFIG).get("recipe") == LINE_READER_RECIPE
+    except (runs.RunError, AttributeError):
+        return False
+
+
+def trained_line_reader_run(root: Path | None = None) -> Path | None:
+    """The newest complete `line-reader` run under the runs root (`mnistlab train line-reader`)."""
+    found = [p for p in runs.iter_runs(root) if is_line_reader_run(p)]
+    return max(found, key=lambda p: (p / runs.RESULT).stat().st_mtime) if found else None
 
 
 def default_predictor(

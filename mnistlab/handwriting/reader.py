@@ -23,8 +23,9 @@ import torch
 
 from mnistlab.errors import MnistlabError
 from mnistlab.handwriting.images import GreyImage, ImageSource, load_image
+from mnistlab.handwriting.lines import LineReader, to_strip
 from mnistlab.handwriting.normalize import SingleDigit, normalize_digit, single_digit
-from mnistlab.handwriting.segment import WORK_SIDE, Blob, InkMap, find_digits, ink_map
+from mnistlab.handwriting.segment import WORK_SIDE, Blob, InkMap, cuts_between_peaks, find_digits, ink_map
 from mnistlab.predictor import Predictor
 
 LOW_CONFIDENCE = 0.7  # below this a digit is flagged (shown with "?")
@@ -120,10 +121,52 @@ def _crop_blob(im: InkMap, labels: np.ndarray, b: Blob) -> np.ndarray:
     return normalize_digit(ink, own & im.mask[b.y0 : b.y1, b.x0 : b.x1])
 
 
-def segment_image(source: ImageSource | np.ndarray, name: str = "image", single: bool | None = None) -> _Pending:
+LINE_MIN_WIDTH = 0.8  # x its height: a component at least this wide is read by the line reader too
+# Below this CTC peak probability (its least sure digit), the line reader is not asked: on the
+# tuning pages (make-pages --seed 0) 0.8 and 0.9 read the same, 0.95 as the classifier alone, and
+# with no floor it splits single wide digits.
+LINE_MIN_CONFIDENCE = 0.9
+
+# A line reader given as a run folder (what crosses to the worker processes): loaded once a process.
+Lines = LineReader | str | Path | None
+
+
+@functools.cache
+def _load_lines(path: str) -> LineReader:
+    return LineReader.load(path)
+
+
+def _read_wide(im: InkMap, labels: np.ndarray, blobs: list[Blob], lines: LineReader) -> None:
+    """Components wider than LINE_MIN_WIDTH heights, read by the line reader: how many digits
+    (`blob.line_read`) and, for two or more, its cut between their CTC peaks as one more split."""
+    wide = [b for b in blobs if b.w >= LINE_MIN_WIDTH * b.h]
+    if not wide:
+        return
+    typical_h = float(np.median([b.h for b in blobs]))
+    owns = [np.isin(labels[b.y0 : b.y1, b.x0 : b.x1], b.labels) for b in wide]
+    strips = [to_strip(im.ink[b.y0 : b.y1, b.x0 : b.x1] * own, lines.height) for b, own in zip(wide, owns, strict=True)]
+    for b, own, strip, (digits, cols, confs) in zip(wide, owns, strips, lines.read(strips), strict=True):
+        if not digits or min(confs) < LINE_MIN_CONFIDENCE:  # unsure: the classifier alone decides
+            continue
+        b.line_read = digits
+        if len(digits) < 2:
+            continue
+        sx = b.w / strip.shape[1]
+        pieces = cuts_between_peaks(b, own, [c * sx for c in cols], max(b.h, 0.8 * typical_h))
+        known = {tuple(p.cut for p in ps) for ps in b.splits}
+        if len(pieces) == len(digits) and tuple(p.cut for p in pieces) not in known:
+            for piece in pieces:
+                piece.line = b.line
+            b.splits.append(pieces)
+
+
+def segment_image(
+    source: ImageSource | np.ndarray, name: str = "image", single: bool | None = None, lines: Lines = None
+) -> _Pending:
     """Find the digits of one image: with the single-digit path when `single`, or when `single` is
     None and the image is one digit's shape (`SingleDigit.looks_like_one_digit`); else the page
-    path (lines of digits, touching digits split)."""
+    path (lines of digits, touching digits split; with `lines`, a line-reader run, the components
+    wider than one digit are also read by it: see `_finish`)."""
     if isinstance(source, np.ndarray):
         grey = np.clip(np.asarray(source, np.float32), 0, 1)
         loaded = GreyImage(grey, grey.shape[1], grey.shape[0])
@@ -143,6 +186,8 @@ def segment_image(source: ImageSource | np.ndarray, name: str = "image", single:
     im = ink_map(loaded.grey)
     im.scale *= loaded.scale  # working pixels per pixel of the image itself, so boxes are in its frame
     blobs, labels = find_digits(im)
+    if lines is not None and blobs:
+        _read_wide(im, labels, blobs, lines if isinstance(lines, LineReader) else _load_lines(str(lines)))
     every = blobs + [piece for b in blobs for pieces in b.splits for piece in pieces]
     crops = np.stack([_crop_blob(im, labels, b) for b in every]) if every else np.zeros((0, 28, 28), np.float32)
     return _Pending(Reading(name, w, h, dark_ink=im.dark_ink, ink=im), blobs, crops)
@@ -176,7 +221,11 @@ def _finish_single(p: _Pending, probs: torch.Tensor) -> Reading:
 
 
 def _finish(p: _Pending, probs: torch.Tensor) -> Reading:
-    """Pick whole-or-split for wide blobs by the model's confidence, then make the Digits."""
+    """Pick whole-or-split for wide blobs, then make the Digits. A blob the line reader read
+    (`blob.line_read`) is whole when it read one digit, and cut into as many pieces as it read
+    digits when a proposed cut (its own, between its CTC peaks, or segment.py's) has that many:
+    the one whose pieces the classifier is surest of (mean log-probability). Otherwise, and
+    without a line reader, the classifier's confidence in the pieces against the whole decides."""
     if p.singles:
         return _finish_single(p, probs)
     r = p.reading
@@ -186,13 +235,23 @@ def _finish(p: _Pending, probs: torch.Tensor) -> Reading:
     chosen: list[tuple[Blob, int]] = []  # (blob, crop index)
     for i, b in enumerate(p.blobs):
         best: tuple[float, list[tuple[Blob, int]]] | None = None  # (mean log-prob, pieces)
+        fits: list[tuple[float, list[tuple[Blob, int]]]] = []  # the cuts into as many digits as the line reader read
+        k = len(b.line_read) if b.line_read else 0
         for pieces in b.splits:
             idx = list(range(next_piece, next_piece + len(pieces)))
             next_piece += len(pieces)
             conf = probs[idx].max(1).values
             score = float(torch.log(conf).mean())
+            if len(pieces) == k:
+                fits.append((score, list(zip(pieces, idx, strict=True))))
             if float(conf.min()) >= SPLIT_MIN_CONFIDENCE and (best is None or score > best[0]):
                 best = (score, list(zip(pieces, idx, strict=True)))
+        if k == 1:  # the line reader read one digit: the whole blob
+            chosen.append((b, i))
+            continue
+        if fits:  # as many pieces as it read digits: the cut the classifier is surest of
+            chosen += max(fits, key=lambda f: f[0])[1]
+            continue
         if best is None or (n == 1 and b.w < 1.6 * b.h):  # a lone digit (a canvas, a crop): wide, not two
             chosen.append((b, i))
             continue
@@ -221,16 +280,21 @@ def _finish(p: _Pending, probs: torch.Tensor) -> Reading:
 
 
 def read_image(
-    source: ImageSource | np.ndarray, predictor: Predictor, name: str | None = None, single: bool | None = None
+    source: ImageSource | np.ndarray,
+    predictor: Predictor,
+    name: str | None = None,
+    single: bool | None = None,
+    lines: Lines = None,
 ) -> Reading:
     """Read the digits in one image (bytes, a path, a PIL image, or a grey array in [0, 1]).
 
     `single=True` reads it as one digit (no page rules), False as a page, None decides by its
-    shape. Raises ImageError for a file that is not a readable image. A blank image gives a
+    shape. `lines` (a LineReader or its run folder) also reads the components of a page that are
+    wider than one digit (touching digits): how many digits, and where to cut. Raises ImageError for a file that is not a readable image. A blank image gives a
     Reading with no digits (`reading.found` is False): never a guess.
     """
     name = name or (str(source) if isinstance(source, str | Path) else "image")
-    pending = segment_image(source, name, single)
+    pending = segment_image(source, name, single, lines)
     return _finish(pending, predictor.probs(torch.from_numpy(pending.crops)))
 
 
@@ -241,10 +305,11 @@ def read_images(
     single: bool | None = None,
     names: Iterable[str] | None = None,
     workers: int | None = None,
+    lines: Lines = None,
 ) -> Iterator[Reading | Exception]:
     """Read many images (paths, bytes or PIL images), batching the digits of several through the
     model. Yields, in order, a Reading or the MnistlabError that image raised (the others are
-    still read). `single` as in `read_image`; `names` label the readings (default: the paths).
+    still read). `single` and `lines` as in `read_image`; `names` label the readings (default: the paths).
 
     Finding the digits is plain Python and NumPy per image, so many images are split over
     `workers` processes (default: the torch threads mnistlab chose, i.e. the free cores; 1 on a
@@ -267,7 +332,12 @@ def read_images(
 
     labels = iter(names) if names is not None else None
     jobs = (
-        (src, next(labels) if labels is not None else (str(src) if isinstance(src, str | Path) else "image"), single)
+        (
+            src,
+            next(labels) if labels is not None else (str(src) if isinstance(src, str | Path) else "image"),
+            single,
+            lines,
+        )
         for src in sources
     )
     for p in _segment_all(jobs, torch.get_num_threads() if workers is None else workers):
@@ -282,14 +352,23 @@ def read_images(
 PARALLEL_FROM = 32  # images: fewer are read in this process (starting a worker costs ~1 s)
 
 
-def _segment_one(job: tuple[ImageSource, str, bool | None]) -> _Pending | MnistlabError:
+Job = tuple[ImageSource, str, bool | None, Lines]
+
+
+def _segment_one(job: Job) -> _Pending | MnistlabError:
     try:
         return segment_image(*job)
     except MnistlabError as e:
         return e
 
 
-def _segment_all(jobs: Iterator[tuple[ImageSource, str, bool | None]], workers: int) -> Iterator[_Pending | Exception]:
+def _for_worker(job: Job) -> Job:
+    """A job as it crosses to a worker process: a line reader by its run folder (loaded there once)."""
+    lines = job[3]
+    return (*job[:3], str(lines.path)) if isinstance(lines, LineReader) and lines.path is not None else job
+
+
+def _segment_all(jobs: Iterator[Job], workers: int) -> Iterator[_Pending | Exception]:
     """segment_image over `jobs`, in order: here, or in `workers` processes once there are at least
     PARALLEL_FROM images. Windows of 64 images per worker bound what waits in memory."""
     window = list(itertools.islice(jobs, PARALLEL_FROM))
@@ -298,7 +377,7 @@ def _segment_all(jobs: Iterator[tuple[ImageSource, str, bool | None]], workers: 
         return
     pool = _pool(workers)
     while window:
-        yield from pool.map(_segment_one, window, chunksize=8)
+        yield from pool.map(_segment_one, map(_for_worker, window), chunksize=8)
         window = list(itertools.islice(jobs, 64 * workers))
 
 

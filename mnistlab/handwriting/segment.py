@@ -48,6 +48,9 @@ class Blob:
     # left to right); the reader keeps the cut the model is most confident in, when that beats
     # the whole.
     splits: list[list[Blob]] = field(default_factory=list)
+    # What the line reader read in this blob (reader.py; None: not asked): the number of digits
+    # decides whole or split, and its cut is one of `splits`.
+    line_read: list[int] | None = None
 
     @property
     def w(self) -> int:
@@ -397,3 +400,18 @@ def _order_lines(blobs: list[Blob]) -> list[Blob]:
                     piece.line = i
             ordered.append(b)
     return ordered
+
+
+def cuts_between_peaks(b: Blob, region: np.ndarray, peaks: list[float], ref_h: float) -> list[Blob]:
+    """The line reader's cut of a component (`region`: its own pixels in its box) into one piece
+    per digit it read: between the columns where two neighbours' CTC outputs peak, at the column
+    with the least ink in the middle 60 % of the way. [] when a piece would be no digit."""
+    cols = ndimage.uniform_filter1d(region.sum(0).astype(float), size=max(1, b.w // 30))
+    cuts = [0]
+    for p, q in zip(peaks, peaks[1:], strict=False):
+        lo, hi = int(p + 0.2 * (q - p)), int(np.ceil(p + 0.8 * (q - p))) + 1
+        lo, hi = max(lo, cuts[-1] + 1), min(hi, b.w - 1)
+        if hi <= lo:
+            return []
+        cuts.append(lo + int(np.argmin(cols[lo:hi])))
+    return _pieces(b, region, [*cuts, b.w], min_w=max(2, int(0.1 * ref_h)), min_h=0.35 * ref_h)

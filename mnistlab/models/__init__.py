@@ -3,6 +3,7 @@
 from mnistlab.models import (
     adversarial,  # noqa: F401  (the adversarial-training recipe's network)
     fast,  # noqa: F401  (the benchmark recipes' architectures)
+    linereader,  # noqa: F401  (the line reader: task "line")
     seed,  # noqa: F401  (registers the seed architectures)
 )
 from mnistlab.models._registry import (

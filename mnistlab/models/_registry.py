@@ -20,8 +20,13 @@ class ModelSpec:
     build: Callable[[Any], nn.Module]
     seed_doc: str = ""  # the seed experiment whose architecture it is ("0.1"), or "" for our own
     description: str = ""
+    # What the model does: "digit" = a 28x28 classifier (10 logits; what a Predictor, the studies,
+    # the attacks and the exports take); "line" = the line reader (models/linereader.py: a strip of
+    # digits -> CTC logits), trained by its own recipe and left out of what goes over classifiers.
+    task: str = "digit"
 
 
+TASKS = ("digit", "line")
 _MODELS: dict[str, ModelSpec] = {}
 
 
@@ -31,31 +36,35 @@ def register_model(
     *,
     seed_doc: str = "",
     description: str = "",
+    task: str = "digit",
 ) -> Callable[[Callable[[Any], nn.Module]], Callable[[Any], nn.Module]]:
     """Register `build(config) -> nn.Module` under `name` with its default config. How it is
     trained is a recipe (recipes.py), not part of the model."""
     if not dataclasses.is_dataclass(config) or not type(config).__dataclass_params__.frozen:
         raise TypeError(f"model {name!r}: config must be a frozen dataclass instance")
+    if task not in TASKS:
+        raise ValueError(f"model {name!r}: unknown task {task!r}")
 
     def deco(build: Callable[[Any], nn.Module]) -> Callable[[Any], nn.Module]:
         if name in _MODELS:
             raise ValueError(f"model {name!r} registered twice")
-        _MODELS[name] = ModelSpec(name, config, build, seed_doc, description)
+        _MODELS[name] = ModelSpec(name, config, build, seed_doc, description, task)
         return build
 
     return deco
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
+def list_models(pattern: str = "*", task: str | None = "digit") -> list[str]:
+    """Registered names matching `pattern`: the digit classifiers by default, `task=None` for all."""
+    return sorted(n for n, s in _MODELS.items() if fnmatch.fnmatch(n, pattern) and task in (None, s.task))
 
 
 def get_spec(name: str) -> ModelSpec:
     try:
         return _MODELS[name]
     except KeyError:
-        hint = did_you_mean(name, list_models())
-        raise ConfigError(f"unknown model {name!r}{hint}; available: {', '.join(list_models())}") from None
+        hint = did_you_mean(name, list_models(task=None))
+        raise ConfigError(f"unknown model {name!r}{hint}; available: {', '.join(list_models(task=None))}") from None
 
 
 def default_config(name: str) -> Any:
