@@ -78,7 +78,8 @@ def test_a_wrong_shape_is_one_clear_error():
 def test_every_recipe_names_a_model_and_every_model_has_a_recipe():
     models = set(list_models(task=None))  # the line reader too
     assert {r.model for r in RECIPES.values()} == models
-    assert set(list_recipes(task=None)) >= models
+    assert set(list_recipes()) >= set(list_models())  # every digit model has a bare recipe of its name
+    assert "line-reader" in list_recipes(task="line")  # the line model's recipe is named for its job
 
 
 # --------------------------------------------------------------------------------------------
