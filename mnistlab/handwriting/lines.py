@@ -37,6 +37,7 @@ from mnistlab import runs
 from mnistlab.config import RunConfig
 from mnistlab.data import MNIST
 from mnistlab.errors import RunError
+from mnistlab.handwriting.pages import edit_distance
 from mnistlab.models import get_spec, keras_param_count
 from mnistlab.models.linereader import BLANK, LineReaderConfig, greedy_decode
 from mnistlab.train import Callback, TrainState, make_optimizer, make_scheduler, seed_everything
@@ -141,16 +142,6 @@ def ctc_loss(logits: torch.Tensor, texts: list[list[int]]) -> torch.Tensor:
     )
 
 
-def _edit(a: list[int], b: list[int]) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
 @torch.no_grad()
 def evaluate_strips(model: nn.Module, x: torch.Tensor, texts: list[list[int]], batch: int = 250) -> dict[str, Any]:
     """Exact strips, digits (1 - edit distance / digits) and the digit count right, and CTC loss."""
@@ -168,7 +159,7 @@ def evaluate_strips(model: nn.Module, x: torch.Tensor, texts: list[list[int]], b
     return {
         "loss": loss / n,
         "acc": sum(r == t for r, t in zip(reads, texts, strict=True)) / n,
-        "digit_acc": 1 - sum(_edit(t, r) for r, t in zip(reads, texts, strict=True)) / max(1, digits),
+        "digit_acc": 1 - sum(edit_distance(t, r) for r, t in zip(reads, texts, strict=True)) / max(1, digits),
         "count_acc": sum(len(r) == len(t) for r, t in zip(reads, texts, strict=True)) / n,
         "n": len(texts),
     }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,7 +192,8 @@ def load_truth(folder: Path) -> list[dict[str, Any]]:
         raise DataError(f"{path}: unreadable ({e})") from None
 
 
-def _edit_distance(a: str, b: str) -> int:
+def edit_distance(a: Sequence, b: Sequence) -> int:
+    """Levenshtein distance between two sequences (strings of digits, lists of labels)."""
     prev = list(range(len(b) + 1))
     for i, ca in enumerate(a, 1):
         cur = [i]
@@ -212,6 +214,6 @@ def score_page(truth_lines: list[str], read_text: str) -> dict[str, int]:
     for i in range(max(len(truth_lines), len(read_lines))):
         t = truth_lines[i] if i < len(truth_lines) else ""
         r = read_lines[i] if i < len(read_lines) else ""
-        errors += _edit_distance(t, r)
+        errors += edit_distance(t, r)
         exact += int(bool(t) and t == r)
     return {"digits": digits, "digit_errors": errors, "lines": len(truth_lines), "lines_exact": exact}
