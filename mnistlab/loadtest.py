@@ -369,6 +369,192 @@ def _idle(base: str, timeout_s: float = 120.0) -> None:
     raise LoadTestError(f"the server's lanes were still busy after {timeout_s:.0f} s")
 
 
+class _Hostile:
+    """One hostile session against a running server: its address, the upload helper, the checks."""
+
+    def __init__(self, base: str, proc: subprocess.Popen, image_png: bytes):
+        self.base, self.proc, self.image_png = base, proc, image_png
+        self.checks: list[dict[str, Any]] = []
+
+    def check(self, name: str, expected: str, measured: str, ok: bool) -> None:
+        self.checks.append({"check": name, "expected": expected, "measured": measured, "ok": bool(ok)})
+
+    def upload(self, data: bytes | None = None, name: str = "digit.png", **kw: Any) -> Any:
+        import httpx
+
+        data = self.image_png if data is None else data
+        return httpx.post(f"{self.base}/api/predict", files={"file": (name, data, "image/png")}, timeout=120, **kw)
+
+
+def _hostile_big_uploads(h: _Hostile, big: bytes, big_side: int, concurrency: int, peak_limit_mib: float) -> dict:
+    """Row 1: `concurrency` big uploads at once; each 200 or 503 + Retry-After, RSS bounded and returned."""
+    import httpx
+
+    rss_before = rss_mib(h.proc.pid) or 0.0
+    answers: list[tuple[int, str | None, float]] = []
+    lock = threading.Lock()
+
+    def one_big() -> None:
+        t0 = time.perf_counter()
+        try:
+            r = h.upload(big, "big.png")
+            got = (r.status_code, r.headers.get("retry-after"), time.perf_counter() - t0)
+        except httpx.HTTPError as e:
+            got = (0, type(e).__name__, time.perf_counter() - t0)
+        with lock:
+            answers.append(got)
+
+    with _Peak(h.proc.pid) as peak:
+        threads = [threading.Thread(target=one_big) for _ in range(concurrency)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        _idle(h.base)
+    time.sleep(0.5)
+    rss_after = rss_mib(h.proc.pid) or 0.0
+    hwm = rss_mib(h.proc.pid, "VmHWM") or peak.peak
+    codes = sorted({a[0] for a in answers})
+    ok_codes = all(a[0] in (200, 503) for a in answers) and all(a[1] for a in answers if a[0] == 503)
+    counts = {c: sum(a[0] == c for a in answers) for c in codes}
+    mp = big_side * big_side / 1e6
+    h.check(
+        f"{concurrency} concurrent {big_side}x{big_side} RGBA PNG uploads ({mp:.1f} MP, {len(big) / 1e3:.0f} kB each)",
+        "every answer 200 or 503 with Retry-After",
+        ", ".join(f"{n} x {c}" for c, n in counts.items()) + f"; slowest {max(a[2] for a in answers):.1f} s",
+        ok_codes,
+    )
+    h.check(
+        "  peak server RSS during them (VmHWM)",
+        f"< {peak_limit_mib:.0f} MiB",
+        f"{hwm:.0f} MiB (sampled peak {peak.peak:.0f}; {rss_before:.0f} before)",
+        hwm < peak_limit_mib,
+    )
+    h.check(
+        "  server RSS after them",
+        f"within {RSS_RETURN_MIB} MiB of before",
+        f"{rss_after:.0f} MiB ({rss_after - rss_before:+.0f})",
+        rss_after - rss_before < RSS_RETURN_MIB,
+    )
+    return {
+        "rss_before_mib": round(rss_before, 1),
+        "rss_peak_mib": round(hwm, 1),
+        "rss_sampled_peak_mib": round(peak.peak, 1),
+        "rss_after_mib": round(rss_after, 1),
+    }
+
+
+def _hostile_untrained_default(h: _Hostile) -> None:
+    """Row 2: the untrained default model answers 503 at once while drawn digits keep being read."""
+    import httpx
+
+    served: list[int] = []
+    stop = threading.Event()
+
+    def drawing() -> None:
+        with httpx.Client(base_url=h.base, timeout=60) as c:
+            while not stop.is_set():
+                served.append(c.post("/api/predict", files={"file": ("d.png", h.image_png, "image/png")}).status_code)
+
+    t = threading.Thread(target=drawing)
+    t.start()
+    time.sleep(0.3)
+    t0 = time.perf_counter()
+    r = httpx.post(
+        f"{h.base}/api/predict?model=default", files={"file": ("d.png", h.image_png, "image/png")}, timeout=60
+    )
+    untrained_ms = (time.perf_counter() - t0) * 1000
+    time.sleep(0.3)
+    stop.set()
+    t.join()
+    h.check(
+        "predict with the untrained `default` model, drawn digits read meanwhile",
+        "503 at once; the others 200",
+        f"{r.status_code} in {untrained_ms:.0f} ms ({r.json().get('detail', '')[:60]}...); "
+        f"meanwhile {served.count(200)}/{len(served)} answered 200",
+        r.status_code == 503 and untrained_ms < 1000 and served and all(c == 200 for c in served),
+    )
+
+
+def _hostile_foreign_formats(h: _Hostile, gs_calls: Path) -> None:
+    """Row 3: formats PIL knows but the server must not parse: 415, and Ghostscript never runs."""
+    statuses = {fmt: h.upload(data, f"x.{fmt.lower()}").status_code for fmt, data in foreign_images().items()}
+    h.check(
+        f"uploads in {', '.join(FOREIGN_FORMATS)} (a fake `gs` first on the server's PATH)",
+        "415 each; Ghostscript never called",
+        ", ".join(f"{k} {v}" for k, v in statuses.items()) + f"; gs called: {'YES' if gs_calls.exists() else 'no'}",
+        all(v == 415 for v in statuses.values()) and not gs_calls.exists(),
+    )
+
+
+def _hostile_browser_side(h: _Hostile, work: Path) -> None:
+    """Row 4: DNS rebinding, cross-site posts, errors that name no path, the attack step cap."""
+    import httpx
+
+    r = httpx.get(f"{h.base}/healthz", headers={"host": "evil.example"}, timeout=10)
+    h.check("`Host: evil.example` (DNS rebinding)", "400", str(r.status_code), r.status_code == 400)
+    r = h.upload(headers={"origin": "http://evil.example"})
+    h.check(
+        "upload with `Origin: http://evil.example` (a cross-site form post)",
+        "403",
+        str(r.status_code),
+        r.status_code == 403,
+    )
+    r = h.upload(headers={"origin": h.base})
+    h.check("upload from the server's own page (same Origin)", "200", str(r.status_code), r.status_code == 200)
+    r = h.upload(params={"model": "no-such-run"})
+    root = str(Path(os.environ.get("MNISTLAB_RUNS", "runs")).resolve())
+    h.check(
+        "404 for an unknown model",
+        "names no server path",
+        f"{r.status_code}: {r.json().get('detail')}",
+        r.status_code == 404 and root not in r.text and str(work) not in r.text,
+    )
+    attack = {"input": [[0.0] * 28] * 28, "target": 3, "method": "cw", "norm": "l2", "steps": 500}
+    r = httpx.post(f"{h.base}/api/attack", json=attack, timeout=60)
+    h.check(
+        "`/api/attack` cw with steps=500",
+        "422 (capped per method)",
+        f"{r.status_code}: {r.json().get('detail')}",
+        r.status_code == 422,
+    )
+
+
+def _hostile_sigterm(h: _Hostile, biggest: bytes) -> None:
+    """Row 5: SIGTERM while the heavy lane is full (one 39.7 MP upload decoding, the others queued)."""
+    import httpx
+
+    lanes = httpx.get(f"{h.base}/readyz", timeout=10).json()["lanes"]["heavy"]
+    in_flight = lanes["workers"] + lanes["waiting_max"]
+
+    def heavy_request() -> None:
+        try:
+            h.upload(biggest, "big.png")
+        except httpx.HTTPError:
+            pass  # the server went away under it: expected
+
+    for _ in range(in_flight):
+        threading.Thread(target=heavy_request, daemon=True).start()
+    running = False
+    deadline = time.monotonic() + 30
+    while not running and time.monotonic() < deadline:
+        running = bool(httpx.get(f"{h.base}/readyz", timeout=10).json()["lanes"]["heavy"]["running"])
+        time.sleep(0.05)
+    t0 = time.perf_counter()
+    h.proc.send_signal(signal.SIGTERM)
+    try:
+        h.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
+    stopped_s = time.perf_counter() - t0
+    h.check(
+        f"SIGTERM with {in_flight} 39.7 MP uploads in flight (one decoding)",
+        f"the server exits within {STOP_LIMIT_S:.0f} s",
+        f"exited in {stopped_s:.2f} s (status {h.proc.returncode}; a decode was running: {'yes' if running else 'NO'})",
+        running and h.proc.returncode is not None and stopped_s < STOP_LIMIT_S,
+    )
+
+
 def run_hostile(
     run: str,
     image_png: bytes,
@@ -390,7 +576,7 @@ def run_hostile(
     attack past its step cap 422; SIGTERM during a heavy request stops the server within
     STOP_LIMIT_S. Returns {"checks": [{"check", "expected", "measured", "ok"}], ...}.
     """
-    import httpx
+    import shutil
 
     work = Path(tempfile.mkdtemp(prefix="mnistlab-hostile-"))
     gs_calls = fake_ghostscript(work / "bin")
@@ -398,180 +584,26 @@ def run_hostile(
     env["MNISTLAB_CACHE"] = str(work / "empty-cache")  # no default model in it
     big = big_png(big_side)
     port = free_port()
-    base = f"http://{HOST}:{port}"
-    checks: list[dict[str, Any]] = []
-
-    def check(name: str, expected: str, measured: str, ok: bool) -> None:
-        checks.append({"check": name, "expected": expected, "measured": measured, "ok": bool(ok)})
-
-    def upload(data: bytes, name: str = "digit.png", **kw: Any) -> httpx.Response:
-        return httpx.post(f"{base}/api/predict", files={"file": (name, data, "image/png")}, timeout=120, **kw)
-
     proc = _start_server(run, port, data_dir, start_timeout_s, server_args, env)
+    h = _Hostile(f"http://{HOST}:{port}", proc, image_png)
     try:
-        warm = upload(image_png)
+        warm = h.upload()
         if warm.status_code != 200:
             raise LoadTestError(f"the warm-up request failed: HTTP {warm.status_code} {warm.text[:200]}")
-        rss_before = rss_mib(proc.pid) or 0.0
-
-        # 1. many concurrent big uploads
-        answers: list[tuple[int, str | None, float]] = []
-        lock = threading.Lock()
-
-        def one_big() -> None:
-            t0 = time.perf_counter()
-            try:
-                r = upload(big, "big.png")
-                got = (r.status_code, r.headers.get("retry-after"), time.perf_counter() - t0)
-            except httpx.HTTPError as e:
-                got = (0, type(e).__name__, time.perf_counter() - t0)
-            with lock:
-                answers.append(got)
-
-        with _Peak(proc.pid) as peak:
-            threads = [threading.Thread(target=one_big) for _ in range(big_concurrency)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            _idle(base)
-        time.sleep(0.5)
-        rss_after = rss_mib(proc.pid) or 0.0
-        hwm = rss_mib(proc.pid, "VmHWM") or peak.peak
-        codes = sorted({a[0] for a in answers})
-        ok_codes = all(a[0] in (200, 503) for a in answers) and all(a[1] for a in answers if a[0] == 503)
-        counts = {c: sum(a[0] == c for a in answers) for c in codes}
-        mp = big_side * big_side / 1e6
-        check(
-            f"{big_concurrency} concurrent {big_side}x{big_side} RGBA PNG uploads ({mp:.1f} MP, {len(big) / 1e3:.0f} kB each)",
-            "every answer 200 or 503 with Retry-After",
-            ", ".join(f"{n} x {c}" for c, n in counts.items()) + f"; slowest {max(a[2] for a in answers):.1f} s",
-            ok_codes,
-        )
-        check(
-            "  peak server RSS during them (VmHWM)",
-            f"< {peak_limit_mib:.0f} MiB",
-            f"{hwm:.0f} MiB (sampled peak {peak.peak:.0f}; {rss_before:.0f} before)",
-            hwm < peak_limit_mib,
-        )
-        check(
-            "  server RSS after them",
-            f"within {RSS_RETURN_MIB} MiB of before",
-            f"{rss_after:.0f} MiB ({rss_after - rss_before:+.0f})",
-            rss_after - rss_before < RSS_RETURN_MIB,
-        )
-
-        # 2. the untrained default model, while drawn digits are being read
-        served: list[int] = []
-        stop = threading.Event()
-
-        def drawing() -> None:
-            with httpx.Client(base_url=base, timeout=60) as c:
-                while not stop.is_set():
-                    served.append(c.post("/api/predict", files={"file": ("d.png", image_png, "image/png")}).status_code)
-
-        t = threading.Thread(target=drawing)
-        t.start()
-        time.sleep(0.3)
-        t0 = time.perf_counter()
-        r = httpx.post(
-            f"{base}/api/predict?model=default", files={"file": ("d.png", image_png, "image/png")}, timeout=60
-        )
-        untrained_ms = (time.perf_counter() - t0) * 1000
-        time.sleep(0.3)
-        stop.set()
-        t.join()
-        check(
-            "predict with the untrained `default` model, drawn digits read meanwhile",
-            "503 at once; the others 200",
-            f"{r.status_code} in {untrained_ms:.0f} ms ({r.json().get('detail', '')[:60]}...); "
-            f"meanwhile {served.count(200)}/{len(served)} answered 200",
-            r.status_code == 503 and untrained_ms < 1000 and served and all(c == 200 for c in served),
-        )
-
-        # 3. formats PIL knows but the server must not parse
-        statuses = {fmt: upload(data, f"x.{fmt.lower()}").status_code for fmt, data in foreign_images().items()}
-        check(
-            f"uploads in {', '.join(FOREIGN_FORMATS)} (a fake `gs` first on the server's PATH)",
-            "415 each; Ghostscript never called",
-            ", ".join(f"{k} {v}" for k, v in statuses.items()) + f"; gs called: {'YES' if gs_calls.exists() else 'no'}",
-            all(v == 415 for v in statuses.values()) and not gs_calls.exists(),
-        )
-
-        # 4. the browser side
-        r = httpx.get(f"{base}/healthz", headers={"host": "evil.example"}, timeout=10)
-        check("`Host: evil.example` (DNS rebinding)", "400", str(r.status_code), r.status_code == 400)
-        r = upload(image_png, headers={"origin": "http://evil.example"})
-        check(
-            "upload with `Origin: http://evil.example` (a cross-site form post)",
-            "403",
-            str(r.status_code),
-            r.status_code == 403,
-        )
-        r = upload(image_png, headers={"origin": base})
-        check("upload from the server's own page (same Origin)", "200", str(r.status_code), r.status_code == 200)
-        r = upload(image_png, params={"model": "no-such-run"})
-        root = str(Path(os.environ.get("MNISTLAB_RUNS", "runs")).resolve())
-        check(
-            "404 for an unknown model",
-            "names no server path",
-            f"{r.status_code}: {r.json().get('detail')}",
-            r.status_code == 404 and root not in r.text and str(work) not in r.text,
-        )
-        attack = {"input": [[0.0] * 28] * 28, "target": 3, "method": "cw", "norm": "l2", "steps": 500}
-        r = httpx.post(f"{base}/api/attack", json=attack, timeout=60)
-        check(
-            "`/api/attack` cw with steps=500",
-            "422 (capped per method)",
-            f"{r.status_code}: {r.json().get('detail')}",
-            r.status_code == 422,
-        )
-
-        # 5. SIGTERM while the heavy lane is full: one 39.7 MP upload decoding, the others queued
-        lanes = httpx.get(f"{base}/readyz", timeout=10).json()["lanes"]["heavy"]
-        in_flight = lanes["workers"] + lanes["waiting_max"]
-        biggest = big if big_side == 6300 else big_png(6300)
-
-        def heavy_request() -> None:
-            try:
-                upload(biggest, "big.png")
-            except httpx.HTTPError:
-                pass  # the server went away under it: expected
-
-        for _ in range(in_flight):
-            threading.Thread(target=heavy_request, daemon=True).start()
-        running = False
-        deadline = time.monotonic() + 30
-        while not running and time.monotonic() < deadline:
-            running = bool(httpx.get(f"{base}/readyz", timeout=10).json()["lanes"]["heavy"]["running"])
-            time.sleep(0.05)
-        t0 = time.perf_counter()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-        stopped_s = time.perf_counter() - t0
-        check(
-            f"SIGTERM with {in_flight} 39.7 MP uploads in flight (one decoding)",
-            f"the server exits within {STOP_LIMIT_S:.0f} s",
-            f"exited in {stopped_s:.2f} s (status {proc.returncode}; a decode was running: {'yes' if running else 'NO'})",
-            running and proc.returncode is not None and stopped_s < STOP_LIMIT_S,
-        )
+        memory = _hostile_big_uploads(h, big, big_side, big_concurrency, peak_limit_mib)
+        _hostile_untrained_default(h)
+        _hostile_foreign_formats(h, gs_calls)
+        _hostile_browser_side(h, work)
+        _hostile_sigterm(h, big if big_side == 6300 else big_png(6300))  # last: it stops the server
     finally:
         _stop(proc)
-        import shutil
-
         shutil.rmtree(work, ignore_errors=True)
     return {
-        "checks": checks,
-        "ok": all(c["ok"] for c in checks),
+        "checks": h.checks,
+        "ok": all(c["ok"] for c in h.checks),
         "big_side": big_side,
         "big_concurrency": big_concurrency,
-        "rss_before_mib": round(rss_before, 1),
-        "rss_peak_mib": round(hwm, 1),
-        "rss_sampled_peak_mib": round(peak.peak, 1),
-        "rss_after_mib": round(rss_after, 1),
+        **memory,
         "load_average": round(os.getloadavg()[0], 2),
     }
 
