@@ -1,6 +1,6 @@
 """`mnistlab export-web RUN OUT/`: a folder that reads a drawn digit entirely in the browser.
 
-OUT/ holds the page (index.html, app.js, normalize.js, style.css), the run exported as ONNX
+OUT/ holds the page (index.html, app.js, pad.js, normalize.js, style.css), the run exported as ONNX
 (model.onnx, see export.py), mnistlab-export.json (what the page shows and the file list) and
 onnxruntime-web's WebAssembly build under ort/. Any static host serves it; nothing is fetched
 from elsewhere when the page runs (its Content-Security-Policy refuses it).
@@ -36,6 +36,8 @@ ORT_WEB_INTEGRITY = "sha512-q0y+JrrtukXSzsBWEMccVfqX25LRmosXHF+CaRJmg8pZClzcV7sv
 ORT_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 PAGE_DIR = Path(__file__).parent / "web" / "standalone"
 PAGE_FILES = ("index.html", "app.js", "normalize.js", "style.css")
+# The drawing pad is one file for both pages: the served page's copy ships with the export.
+SHARED_FILES = (Path(__file__).parent / "web" / "static" / "pad.js",)
 MANIFEST = "mnistlab-export.json"
 MODEL = "model.onnx"
 NPM_TIMEOUT_S = 600
@@ -177,6 +179,8 @@ def build_site(
         exported = export_run(run_ref, work / MODEL, "onnx", opset)
         for name in PAGE_FILES:
             shutil.copyfile(PAGE_DIR / name, work / name)
+        for path in SHARED_FILES:
+            shutil.copyfile(path, work / path.name)
         (work / "ort").mkdir()
         for name in ORT_FILES:
             shutil.copyfile(ort / name, work / "ort" / name)

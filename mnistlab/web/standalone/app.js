@@ -12,8 +12,6 @@ const UNSURE = 0.7; // the reading pipeline's low-confidence threshold (handwrit
 const state = {
   session: null,
   manifest: null,
-  strokes: [], // [{width, points: [[x, y], ...]}] on the 280x280 pad
-  drawing: null,
   busy: false, // an inference is running; a newer drawing waits for it
   again: false,
 };
@@ -65,76 +63,26 @@ async function classify(pixels) {
 // ------------------------------------------------------------------------------------ drawing
 
 const pad = $("pad");
-const padCtx = pad.getContext("2d", { willReadFrequently: true });
-
-function padPoint(ev) {
-  const r = pad.getBoundingClientRect();
-  return [((ev.clientX - r.left) * pad.width) / r.width, ((ev.clientY - r.top) * pad.height) / r.height];
-}
-
-function strokePath(stroke, from = 0) {
-  const pts = stroke.points;
-  padCtx.strokeStyle = PAD_INK;
-  padCtx.fillStyle = PAD_INK;
-  padCtx.lineWidth = stroke.width;
-  padCtx.lineCap = "round";
-  padCtx.lineJoin = "round";
-  if (pts.length === 1) {
-    padCtx.beginPath();
-    padCtx.arc(pts[0][0], pts[0][1], stroke.width / 2, 0, 2 * Math.PI);
-    padCtx.fill();
-    return;
-  }
-  padCtx.beginPath();
-  const start = Math.max(0, from - 1);
-  padCtx.moveTo(pts[start][0], pts[start][1]);
-  for (let i = start + 1; i < pts.length; i++) padCtx.lineTo(pts[i][0], pts[i][1]);
-  padCtx.stroke();
-}
-
-function redrawPad() {
-  padCtx.fillStyle = PAD_BG;
-  padCtx.fillRect(0, 0, pad.width, pad.height);
-  for (const s of state.strokes) strokePath(s);
-}
-
-pad.addEventListener("pointerdown", (ev) => {
-  if (ev.button !== undefined && ev.button > 0) return;
-  ev.preventDefault();
-  pad.setPointerCapture(ev.pointerId);
-  state.drawing = { width: Number($("stroke").value), points: [padPoint(ev)] };
-  state.strokes.push(state.drawing);
-  strokePath(state.drawing);
+// pad.js: strokes, undo, pointer handling (shared with the served page)
+const drawPad = createPad(pad, {
+  ink: PAD_INK,
+  bg: PAD_BG,
+  width: () => Number($("stroke").value),
+  onMove: () => predictSoon(),
+  onEnd: () => {
+    clearTimeout(predictSoon.timer);
+    predict();
+  },
+  contextOptions: { willReadFrequently: true }, // readPad reads the pixels back every time
 });
-
-pad.addEventListener("pointermove", (ev) => {
-  if (!state.drawing) return;
-  ev.preventDefault();
-  const events = ev.getCoalescedEvents ? ev.getCoalescedEvents() : [ev];
-  const before = state.drawing.points.length;
-  for (const e of events.length ? events : [ev]) state.drawing.points.push(padPoint(e));
-  strokePath(state.drawing, before);
-  predictSoon();
-});
-
-function endStroke(ev) {
-  if (!state.drawing) return;
-  state.drawing = null;
-  if (pad.hasPointerCapture && pad.hasPointerCapture(ev.pointerId)) pad.releasePointerCapture(ev.pointerId);
-  clearTimeout(predictSoon.timer);
-  predict();
-}
-pad.addEventListener("pointerup", endStroke);
-pad.addEventListener("pointercancel", endStroke);
+const padCtx = drawPad.ctx;
 
 $("undo").onclick = () => {
-  state.strokes.pop();
-  redrawPad();
+  drawPad.undo();
   predict();
 };
 $("clear").onclick = () => {
-  state.strokes = [];
-  redrawPad();
+  drawPad.clear();
   predict();
 };
 $("stroke").oninput = () => {
@@ -240,5 +188,5 @@ function showVerdict(probs) {
 
 // ------------------------------------------------------------------------------------ start
 
-redrawPad();
+drawPad.redraw();
 loadModel().catch((e) => setStatus(`cannot load the model: ${e.message}`, true));

@@ -10,8 +10,6 @@ const PAD_SEND = 140; // the pad is sent at half size: as good for a 28x28 model
 
 const state = {
   model: null, // a name from /api/models
-  strokes: [], // [{width, points: [[x, y], ...]}] on the 280x280 pad
-  drawing: null, // the stroke under the pointer
   source: "pad", // "pad" or "photo": what the last prediction read
   photo: null, // {file, image (HTMLImageElement)}
   reading: null, // the last /api/predict answer
@@ -173,78 +171,28 @@ function describeModel(m) {
 // ------------------------------------------------------------------------------------ drawing
 
 const pad = $("pad");
-const padCtx = pad.getContext("2d");
-
-function padPoint(ev) {
-  const r = pad.getBoundingClientRect();
-  return [((ev.clientX - r.left) * pad.width) / r.width, ((ev.clientY - r.top) * pad.height) / r.height];
-}
-
-function strokePath(stroke, from = 0) {
-  const pts = stroke.points;
-  padCtx.strokeStyle = PAD_INK;
-  padCtx.fillStyle = PAD_INK;
-  padCtx.lineWidth = stroke.width;
-  padCtx.lineCap = "round";
-  padCtx.lineJoin = "round";
-  if (pts.length === 1) {
-    padCtx.beginPath();
-    padCtx.arc(pts[0][0], pts[0][1], stroke.width / 2, 0, 2 * Math.PI);
-    padCtx.fill();
-    return;
-  }
-  padCtx.beginPath();
-  const start = Math.max(0, from - 1);
-  padCtx.moveTo(pts[start][0], pts[start][1]);
-  for (let i = start + 1; i < pts.length; i++) padCtx.lineTo(pts[i][0], pts[i][1]);
-  padCtx.stroke();
-}
-
-function redrawPad() {
-  padCtx.fillStyle = PAD_BG;
-  padCtx.fillRect(0, 0, pad.width, pad.height);
-  for (const s of state.strokes) strokePath(s);
-}
-
-pad.addEventListener("pointerdown", (ev) => {
-  if (ev.button !== undefined && ev.button > 0) return;
-  ev.preventDefault();
-  pad.setPointerCapture(ev.pointerId);
-  state.drawing = { width: Number($("stroke").value), points: [padPoint(ev)] };
-  state.strokes.push(state.drawing);
-  strokePath(state.drawing);
-  state.source = "pad";
+// pad.js: strokes, undo, pointer handling (shared with the exported page)
+const drawPad = createPad(pad, {
+  ink: PAD_INK,
+  bg: PAD_BG,
+  width: () => Number($("stroke").value),
+  onStart: () => {
+    state.source = "pad";
+  },
+  onMove: () => predictSoon(), // predictions follow the pen, at most every ~120 ms of pause
+  onEnd: () => {
+    predictSoon.cancel();
+    predictPad();
+  },
 });
-
-pad.addEventListener("pointermove", (ev) => {
-  if (!state.drawing) return;
-  ev.preventDefault();
-  const events = ev.getCoalescedEvents ? ev.getCoalescedEvents() : [ev];
-  const before = state.drawing.points.length;
-  for (const e of events.length ? events : [ev]) state.drawing.points.push(padPoint(e));
-  strokePath(state.drawing, before);
-  predictSoon(); // predictions follow the pen, at most every ~120 ms of pause
-});
-
-function endStroke(ev) {
-  if (!state.drawing) return;
-  state.drawing = null;
-  if (pad.hasPointerCapture && pad.hasPointerCapture(ev.pointerId)) pad.releasePointerCapture(ev.pointerId);
-  predictSoon.cancel();
-  predictPad();
-}
-pad.addEventListener("pointerup", endStroke);
-pad.addEventListener("pointercancel", endStroke);
 
 $("undo").onclick = () => {
-  state.strokes.pop();
-  redrawPad();
+  drawPad.undo();
   state.source = "pad";
   predictPad();
 };
 $("clear").onclick = () => {
-  state.strokes = [];
-  redrawPad();
+  drawPad.clear();
   state.source = "pad";
   predictPad();
 };
@@ -264,7 +212,7 @@ function padImage() {
 
 async function predictPad() {
   const seq = ++state.seq;
-  if (state.strokes.length === 0) {
+  if (drawPad.strokes.length === 0) {
     $("compare").textContent = "";
     showReading(null);
     return;
@@ -592,8 +540,7 @@ function teachPrompt() {
 
 $("teach-start").onclick = () => {
   state.teach = { shots: Number($("teach-shots").value), samples: [] };
-  state.strokes = [];
-  redrawPad();
+  drawPad.clear();
   predictPad();
   $("teach-status").textContent = "";
   teachPrompt();
@@ -601,13 +548,12 @@ $("teach-start").onclick = () => {
 
 $("teach-add").onclick = () => {
   if (!state.teach) return;
-  if (!state.strokes.length) {
+  if (!drawPad.strokes.length) {
     $("teach-status").textContent = "draw the digit on the pad first";
     return;
   }
   state.teach.samples.push({ label: teachLabel(), image: padImage() });
-  state.strokes = [];
-  redrawPad();
+  drawPad.clear();
   predictPad();
   $("teach-status").textContent = "";
   teachPrompt();
@@ -653,7 +599,7 @@ async function teach(lesson) {
 // ------------------------------------------------------------------------------------ start
 
 buildTargets();
-redrawPad();
+drawPad.redraw();
 drawBars($("bars"), null);
 setStatus("draw a digit");
 describeAttack();
