@@ -1,6 +1,6 @@
 """`mnistlab export-web RUN OUT/`: a folder that reads a drawn digit entirely in the browser.
 
-OUT/ holds the page (index.html, app.js, pad.js, normalize.js, style.css), the run exported as ONNX
+OUT/ holds the page (index.html, app.js, pad.js, normalize.js, style.css, page.css), the run exported as ONNX
 (model.onnx, see export.py), mnistlab-export.json (what the page shows and the file list) and
 onnxruntime-web's WebAssembly build under ort/. Any static host serves it; nothing is fetched
 from elsewhere when the page runs (its Content-Security-Policy refuses it).
@@ -35,9 +35,10 @@ ORT_WEB_INTEGRITY = "sha512-q0y+JrrtukXSzsBWEMccVfqX25LRmosXHF+CaRJmg8pZClzcV7sv
 # runtime, and the runtime. (The WebGPU/WebGL builds would add ~15 MB for a 28x28 input.)
 ORT_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 PAGE_DIR = Path(__file__).parent / "web" / "standalone"
-PAGE_FILES = ("index.html", "app.js", "normalize.js", "style.css")
-# The drawing pad is one file for both pages: the served page's copy ships with the export.
-SHARED_FILES = (Path(__file__).parent / "web" / "static" / "pad.js",)
+PAGE_FILES = ("index.html", "app.js", "normalize.js", "page.css")
+# The drawing pad and the look are one file each for both pages: the served page's copies ship
+# with the export (page.css holds the few rules where the exported page differs).
+SHARED_FILES = tuple(Path(__file__).parent / "web" / "static" / name for name in ("pad.js", "style.css"))
 MANIFEST = "mnistlab-export.json"
 MODEL = "model.onnx"
 NPM_TIMEOUT_S = 600
