@@ -25,7 +25,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import torch
-from fastapi import FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -331,7 +331,9 @@ def create_app(
     Without `default_run` the default is the handwriting pipeline's default model (answering
     503 until it is trained: this app never trains). Only requests whose Host header names one
     of `allowed_hosts` are answered. Raises a RunError (a MnistlabError) when there is nothing
-    to serve or `default_run` is not a run.
+    to serve or `default_run` is not a run. The routes live in three routers below (the page and
+    health checks, predict, and the digit tools); they reach the store and the lanes through
+    `request.app.state`.
     """
     limits = limits or Limits()
     store = ModelStore(Path(runs_root) if runs_root else None, default_run, device)
@@ -355,13 +357,25 @@ def create_app(
         BodyLimit, limit=service.MAX_BODY_BYTES, budget=limits.bodies_in_flight, timeout_s=limits.body_timeout_s
     )
     app.add_middleware(Guard, allowed_hosts=tuple(allowed_hosts))
+    _add_error_handlers(app)
+    app.include_router(pages)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.include_router(predicting)
+    app.include_router(digit_tools)
+    return app
 
-    def answer(status: int, detail: str, exc: Exception | None = None) -> JSONResponse:
-        headers = {}
-        retry = getattr(exc, "retry_after", None)
-        if status == 503 and retry:
-            headers["retry-after"] = str(retry)
-        return JSONResponse({"detail": service.public_message(detail)}, status_code=status, headers=headers)
+
+def _answer(status: int, detail: str, exc: Exception | None = None) -> JSONResponse:
+    """The one error body: `{"detail": one line}` (no server path in it), Retry-After on a busy 503."""
+    headers = {}
+    retry = getattr(exc, "retry_after", None)
+    if status == 503 and retry:
+        headers["retry-after"] = str(retry)
+    return JSONResponse({"detail": service.public_message(detail)}, status_code=status, headers=headers)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Library errors, validation errors and HTTP errors as one-line `detail`s; anything else a bare 500."""
 
     @app.exception_handler(MnistlabError)
     async def library_error(request: Request, exc: MnistlabError) -> JSONResponse:
@@ -371,7 +385,7 @@ def create_app(
             status = 415  # empty, not a format read here, or not decodable
         else:
             status = getattr(exc, "status", 422)
-        return answer(status, str(exc), exc)
+        return _answer(status, str(exc), exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -379,7 +393,7 @@ def create_app(
         for e in exc.errors()[:5]:
             where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
             parts.append(f"{where}: {e.get('msg', 'invalid')}" if where else str(e.get("msg", "invalid")))
-        return answer(422, "bad request: " + "; ".join(parts))
+        return _answer(422, "bad request: " + "; ".join(parts))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -392,175 +406,208 @@ def create_app(
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal error (see the server log)"}, status_code=500)
 
-    @app.get("/", include_in_schema=False)
-    def page() -> FileResponse:
-        return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
 
-    @app.get("/docs", include_in_schema=False)
-    def docs() -> FileResponse:
-        return FileResponse(STATIC / "docs.html", headers={"cache-control": "no-cache"})
+def _store(request: Request) -> ModelStore:
+    return request.app.state.store
 
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    @app.get("/healthz", tags=["meta"], summary="Liveness")
-    def healthz() -> dict[str, Any]:
-        """Liveness: the server answers. `ready` says whether its default model can answer too (see /readyz)."""
-        ready, _ = store.readiness()
-        return {"status": "ok", "ready": ready, "default_model": store.default, "version": _version()}
+def _lane(request: Request, name: Literal["light", "heavy"]) -> Lane:
+    return request.app.state.lanes[name]
 
-    @app.get(
-        "/readyz",
-        tags=["meta"],
-        summary="Readiness",
-        responses={503: {"description": "The default model cannot answer yet (not trained, or not complete)"}},
-    )
-    def readyz() -> JSONResponse:
-        """Readiness: 200 when the default model can answer predictions, 503 (with the reason) when not.
-        Also how busy the two work lanes are."""
-        ready, why = store.readiness()
-        body = {
-            "ready": ready,
-            "default_model": store.default,
-            "loaded": store.loaded_default,
-            "lanes": {name: lane.stats() for name, lane in app.state.lanes.items()},
-        }
-        if not ready:
-            body["detail"] = service.public_message(why)
-        return JSONResponse(body, status_code=200 if ready else 503)
 
-    @app.get("/api/models", tags=["models"], summary="List the models")
-    def models() -> dict[str, Any]:
-        """The models the page can use: the runs on disk (and the handwriting default model)."""
-        return {"default": store.default, "models": store.list()}
+# ------------------------------------------------------------------ the page and health checks
 
-    @app.post(
-        "/api/predict",
-        tags=["predict"],
-        summary="Read the digits in an image",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "multipart/form-data": {
-                        "schema": {
-                            "type": "object",
-                            "required": ["file"],
-                            "properties": {
-                                "file": {"type": "string", "format": "binary", "description": "An image file"},
-                                "model": {"type": "string", "description": "A name from GET /api/models"},
-                            },
-                        }
-                    },
-                    "application/json": {"schema": PredictJSON.model_json_schema()},
+pages = APIRouter()
+
+
+@pages.get("/", include_in_schema=False)
+def page() -> FileResponse:
+    return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
+
+
+@pages.get("/docs", include_in_schema=False)
+def docs() -> FileResponse:
+    return FileResponse(STATIC / "docs.html", headers={"cache-control": "no-cache"})
+
+
+@pages.get("/healthz", tags=["meta"], summary="Liveness")
+def healthz(request: Request) -> dict[str, Any]:
+    """Liveness: the server answers. `ready` says whether its default model can answer too (see /readyz)."""
+    store = _store(request)
+    ready, _ = store.readiness()
+    return {"status": "ok", "ready": ready, "default_model": store.default, "version": _version()}
+
+
+@pages.get(
+    "/readyz",
+    tags=["meta"],
+    summary="Readiness",
+    responses={503: {"description": "The default model cannot answer yet (not trained, or not complete)"}},
+)
+def readyz(request: Request) -> JSONResponse:
+    """Readiness: 200 when the default model can answer predictions, 503 (with the reason) when not.
+    Also how busy the two work lanes are."""
+    store = _store(request)
+    ready, why = store.readiness()
+    body = {
+        "ready": ready,
+        "default_model": store.default,
+        "loaded": store.loaded_default,
+        "lanes": {name: lane.stats() for name, lane in request.app.state.lanes.items()},
+    }
+    if not ready:
+        body["detail"] = service.public_message(why)
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@pages.get("/api/models", tags=["models"], summary="List the models")
+def models(request: Request) -> dict[str, Any]:
+    """The models the page can use: the runs on disk (and the handwriting default model)."""
+    store = _store(request)
+    return {"default": store.default, "models": store.list()}
+
+
+# ------------------------------------------------------------------ predict
+
+predicting = APIRouter()
+
+
+@predicting.post(
+    "/api/predict",
+    tags=["predict"],
+    summary="Read the digits in an image",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {
+                            "file": {"type": "string", "format": "binary", "description": "An image file"},
+                            "model": {"type": "string", "description": "A name from GET /api/models"},
+                        },
+                    }
                 },
-            }
-        },
-        responses={
-            200: {"description": "The digits read", "content": {"application/json": {"example": PREDICT_EXAMPLE}}},
-            413: {
-                "description": f"Image over {service.MAX_UPLOAD_BYTES // 2**20} MB "
-                f"or {service.MAX_PIXELS // 1_000_000} megapixels"
+                "application/json": {"schema": PredictJSON.model_json_schema()},
             },
-            415: {"description": f"Not an image in a format read here ({FORMAT_NAMES})"},
-            404: {"description": "Unknown model"},
-            503: {"description": "Busy (Retry-After says when to try again), or the model is not ready"},
+        }
+    },
+    responses={
+        200: {"description": "The digits read", "content": {"application/json": {"example": PREDICT_EXAMPLE}}},
+        413: {
+            "description": f"Image over {service.MAX_UPLOAD_BYTES // 2**20} MB "
+            f"or {service.MAX_PIXELS // 1_000_000} megapixels"
         },
-    )
-    async def predict(
-        request: Request, model: str | None = Query(None, description="A name from GET /api/models")
-    ) -> dict[str, Any]:
-        """Read the digits in an image: one digit drawn on a canvas, or a photo of a page.
+        415: {"description": f"Not an image in a format read here ({FORMAT_NAMES})"},
+        404: {"description": "Unknown model"},
+        503: {"description": "Busy (Retry-After says when to try again), or the model is not ready"},
+    },
+)
+async def predict(
+    request: Request, model: str | None = Query(None, description="A name from GET /api/models")
+) -> dict[str, Any]:
+    """Read the digits in an image: one digit drawn on a canvas, or a photo of a page.
 
-        Send `multipart/form-data` with a `file` (an upload), or JSON `{"image": "data:image/png;base64,..."}`.
-        The answer has the fields of `mnistlab predict --json` (`file`, `text`, `digits` with `digit`,
-        `confidence`, `box` [x, y, w, h], `line`), plus per digit `probs` and `input` (the 28x28 picture
-        the model saw) and `width`/`height` (the frame of the boxes).
-        """
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind == "multipart/form-data":
-            async with request.form(max_files=1, max_fields=4) as form:
-                upload = form.get("file")
-                if upload is None or isinstance(upload, str):
-                    raise WebInputError("multipart upload: put the image in a field named 'file'")
-                data = await upload.read(service.MAX_UPLOAD_BYTES + 1)
-                name = Path(upload.filename or "upload").name[:200]
-                field = form.get("model")
-                model = model or (field if isinstance(field, str) and field else None)
-        elif kind == "application/json":
-            try:
-                body = PredictJSON.model_validate_json(await request.body())
-            except ValidationError as e:  # JSON syntax and missing/wrong fields alike
-                raise RequestValidationError(e.errors()) from None
-            data, name = service.decode_data_url(body.image), body.file
-            model = model or body.model
-        else:
-            raise NotAnImage("send multipart/form-data with an image in 'file', or JSON with a data URL in 'image'")
-        info = service.probe_upload(data, name)  # 413 / 415 from the header, before any queueing
-        lane = heavy if service.is_heavy(info) else light
-        return await lane.run(service.predict, store, data, model, name, is_disconnected=request.is_disconnected)
+    Send `multipart/form-data` with a `file` (an upload), or JSON `{"image": "data:image/png;base64,..."}`.
+    The answer has the fields of `mnistlab predict --json` (`file`, `text`, `digits` with `digit`,
+    `confidence`, `box` [x, y, w, h], `line`), plus per digit `probs` and `input` (the 28x28 picture
+    the model saw) and `width`/`height` (the frame of the boxes).
+    """
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        async with request.form(max_files=1, max_fields=4) as form:
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                raise WebInputError("multipart upload: put the image in a field named 'file'")
+            data = await upload.read(service.MAX_UPLOAD_BYTES + 1)
+            name = Path(upload.filename or "upload").name[:200]
+            field = form.get("model")
+            model = model or (field if isinstance(field, str) and field else None)
+    elif kind == "application/json":
+        try:
+            body = PredictJSON.model_validate_json(await request.body())
+        except ValidationError as e:  # JSON syntax and missing/wrong fields alike
+            raise RequestValidationError(e.errors()) from None
+        data, name = service.decode_data_url(body.image), body.file
+        model = model or body.model
+    else:
+        raise NotAnImage("send multipart/form-data with an image in 'file', or JSON with a data URL in 'image'")
+    info = service.probe_upload(data, name)  # 413 / 415 from the header, before any queueing
+    lane = _lane(request, "heavy" if service.is_heavy(info) else "light")
+    return await lane.run(service.predict, _store(request), data, model, name, is_disconnected=request.is_disconnected)
 
-    def _digit(req: DigitInput) -> tuple[Any, bool]:
-        """A job that makes the canonical crop, and whether it is heavy (a big image to decode)."""
-        if req.input is not None:
-            pixels = service.canonical_from_pixels(req.input)
-            return (lambda: pixels), False
-        if req.image is not None:
-            data = service.decode_data_url(req.image)
-            info = service.probe_upload(data, "image")
-            return functools.partial(service.canonical_from_image, data), service.is_heavy(info)
-        raise WebInputError("give the digit as `input` (28x28 numbers) or as `image` (a data URL)")
 
-    @app.post(
-        "/api/attack",
-        tags=["fool it"],
-        summary="Targeted adversarial example",
-        responses={503: {"description": "Busy: attacks run one at a time (Retry-After says when to try again)"}},
-    )
-    async def attack(req: AttackRequest, request: Request) -> dict[str, Any]:
-        """Make the model say `target`: the adversarial picture, the perturbation and the new probabilities."""
-        digit, _ = _digit(req)
+# ------------------------------------------------------------------ one digit: fool it, teach it, look inside
 
-        def job() -> dict[str, Any]:
-            return service.attack(
-                store, digit(), req.target, req.model, req.method, req.norm, req.eps, req.steps, req.seed
-            )
+digit_tools = APIRouter()
 
-        return await heavy.run(job, is_disconnected=request.is_disconnected)
 
-    @app.post(
-        "/api/teach",
-        tags=["teach"],
-        summary="Teach it your handwriting",
-        responses={503: {"description": "Busy (one heavy job at a time), or no MNIST on the server to teach with"}},
-    )
-    async def teach(req: TeachRequest, request: Request) -> dict[str, Any]:
-        """Adapt a model to a few labelled digits (every digit 0-9 at least once: drawings, or the boxes of a
-        photographed sheet) and save it as a new run: it is listed by GET /api/models from then on."""
-        makers = []
-        for d in req.digits:
-            maker, _ = _digit(DigitInput(input=d.input, image=d.image))
-            makers.append((d.label, maker))
-        sheet = service.decode_data_url(req.sheet) if req.sheet is not None else None
-        if sheet is not None:
-            service.probe_upload(sheet, "sheet")
+def _digit(req: DigitInput) -> tuple[Any, bool]:
+    """A job that makes the canonical crop, and whether it is heavy (a big image to decode)."""
+    if req.input is not None:
+        pixels = service.canonical_from_pixels(req.input)
+        return (lambda: pixels), False
+    if req.image is not None:
+        data = service.decode_data_url(req.image)
+        info = service.probe_upload(data, "image")
+        return functools.partial(service.canonical_from_image, data), service.is_heavy(info)
+    raise WebInputError("give the digit as `input` (28x28 numbers) or as `image` (a data URL)")
 
-        def job() -> dict[str, Any]:
-            digits = [(label, make()) for label, make in makers]
-            return service.teach(store, digits, sheet, req.model, req.name, req.seed)
 
-        return await heavy.run(job, is_disconnected=request.is_disconnected)
+@digit_tools.post(
+    "/api/attack",
+    tags=["fool it"],
+    summary="Targeted adversarial example",
+    responses={503: {"description": "Busy: attacks run one at a time (Retry-After says when to try again)"}},
+)
+async def attack(req: AttackRequest, request: Request) -> dict[str, Any]:
+    """Make the model say `target`: the adversarial picture, the perturbation and the new probabilities."""
+    digit, _ = _digit(req)
+    store = _store(request)
 
-    @app.post("/api/feature-maps", tags=["look inside"], summary="Feature maps of one layer")
-    async def feature_maps(req: FeatureMapsRequest, request: Request) -> dict[str, Any]:
-        """What one layer computes for a digit: a PNG with one tile per channel (at most 64), and the layer names."""
-        digit, big = _digit(req)
+    def job() -> dict[str, Any]:
+        return service.attack(store, digit(), req.target, req.model, req.method, req.norm, req.eps, req.steps, req.seed)
 
-        def job() -> dict[str, Any]:
-            return service.feature_maps(store, digit(), req.layer, req.model)
+    return await _lane(request, "heavy").run(job, is_disconnected=request.is_disconnected)
 
-        return await (heavy if big else light).run(job, is_disconnected=request.is_disconnected)
 
-    return app
+@digit_tools.post(
+    "/api/teach",
+    tags=["teach"],
+    summary="Teach it your handwriting",
+    responses={503: {"description": "Busy (one heavy job at a time), or no MNIST on the server to teach with"}},
+)
+async def teach(req: TeachRequest, request: Request) -> dict[str, Any]:
+    """Adapt a model to a few labelled digits (every digit 0-9 at least once: drawings, or the boxes of a
+    photographed sheet) and save it as a new run: it is listed by GET /api/models from then on."""
+    makers = []
+    for d in req.digits:
+        maker, _ = _digit(DigitInput(input=d.input, image=d.image))
+        makers.append((d.label, maker))
+    sheet = service.decode_data_url(req.sheet) if req.sheet is not None else None
+    if sheet is not None:
+        service.probe_upload(sheet, "sheet")
+    store = _store(request)
+
+    def job() -> dict[str, Any]:
+        digits = [(label, make()) for label, make in makers]
+        return service.teach(store, digits, sheet, req.model, req.name, req.seed)
+
+    return await _lane(request, "heavy").run(job, is_disconnected=request.is_disconnected)
+
+
+@digit_tools.post("/api/feature-maps", tags=["look inside"], summary="Feature maps of one layer")
+async def feature_maps(req: FeatureMapsRequest, request: Request) -> dict[str, Any]:
+    """What one layer computes for a digit: a PNG with one tile per channel (at most 64), and the layer names."""
+    digit, big = _digit(req)
+    store = _store(request)
+
+    def job() -> dict[str, Any]:
+        return service.feature_maps(store, digit(), req.layer, req.model)
+
+    return await _lane(request, "heavy" if big else "light").run(job, is_disconnected=request.is_disconnected)
 
 
 @functools.cache  # importlib.metadata scans site-packages: milliseconds per call
