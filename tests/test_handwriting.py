@@ -559,3 +559,38 @@ def test_many_images_read_the_same_in_worker_processes(mnist, reader_run):
     assert [str(r) for r in here] == [str(r) for r in there] and isinstance(there[5], Exception)
     speed = reading_speed(predictor, mnist, n_digits=40, n_pages=1)
     assert speed["digits_right"] >= 30 and speed["digits_per_s"] > 0 and speed["page_wall_s"] > 0
+
+
+def _dense_page(mnist, n_lines: int = 6, per_line: int = 5, side: int = 28, gap: int = 10) -> np.ndarray:
+    """MNIST test digits, dark on white, in `n_lines` lines `gap` px apart: a page whose line
+    gaps are a small share of its ink's height (about 4 %), and no wider than 1.3x that height."""
+    page = np.full((2 * gap + n_lines * (side + gap), 2 * gap + per_line * side), 255, np.uint8)
+    for j in range(n_lines):
+        for k in range(per_line):
+            y, x = gap + j * (side + gap), gap + k * side
+            digit = _canvas(mnist, j * per_line + k, side, dark_ink=True)
+            page[y : y + side, x : x + side] = np.minimum(page[y : y + side, x : x + side], digit)
+    return page
+
+
+def test_a_page_is_never_taken_for_one_digit(mnist, reader_run):
+    """Regression (held-out make-pages --seed 1, pages 007/008, read as one digit each since the
+    single-digit path was added): a page of close lines, and a grey page photographed with a
+    white margin round it, go to the page path when nothing forces a path."""
+    from mnistlab.handwriting.normalize import single_digit
+
+    _, predictor = reader_run
+    dense = _dense_page(mnist).astype(np.float32) / 255
+    assert not single_digit(dense).looks_like_one_digit()
+    r = read_image(dense, predictor)
+    assert len(r.text.split("\n")) == 6 and len(r.digits) >= 25, r.text
+    margin = np.full((120, 150), 1.0, np.float32)  # a thin white margin round grey paper (page-008)
+    margin[3:117, 4:146] = 0.62
+    for j in range(3):  # three lines of three dark digits on it
+        for k in range(3):
+            d = _canvas(mnist, 3 * j + k, 22, dark_ink=True).astype(np.float32) / 255
+            y, x = 14 + 32 * j, 20 + 26 * k
+            margin[y : y + 22, x : x + 22] = np.minimum(margin[y : y + 22, x : x + 22], d * 0.62)
+    assert not single_digit(margin).looks_like_one_digit()
+    r = read_image(margin, predictor)
+    assert len(r.text.split("\n")) == 3 and len(r.digits) >= 7, r.text
