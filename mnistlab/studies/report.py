@@ -456,6 +456,9 @@ def _environment(rows: list[Row]) -> str:
     )
     if cpus:
         line += f"; CPU {' / '.join(cpus)}"
+    kernels = sorted({e["cpu_kernels"] for e, _ in envs if e.get("cpu_kernels")})
+    if kernels:  # the runs of a kernel set are bit-reproducible there, not across sets
+        line += f"; torch CPU kernels {' / '.join(kernels)}"
     if loads:
         line += (
             f"; load average (1 min) when the runs started: {min(loads):.1f}–{max(loads):.1f} "
