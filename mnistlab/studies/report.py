@@ -456,9 +456,11 @@ def _environment(rows: list[Row]) -> str:
     )
     if cpus:
         line += f"; CPU {' / '.join(cpus)}"
-    kernels = sorted({e["cpu_kernels"] for e, _ in envs if e.get("cpu_kernels")})
-    if kernels:  # the runs of a kernel set are bit-reproducible there, not across sets
-        line += f"; torch CPU kernels {' / '.join(kernels)}"
+    recorded = [e["cpu_kernels"] for e, _ in envs if e.get("cpu_kernels")]
+    if recorded:  # the runs of a kernel set are bit-reproducible there, not across sets
+        line += (
+            f"; torch CPU kernels {' / '.join(sorted(set(recorded)))} ({len(recorded)} of {len(envs)} runs recorded it)"
+        )
     if loads:
         line += (
             f"; load average (1 min) when the runs started: {min(loads):.1f}–{max(loads):.1f} "
