@@ -133,6 +133,9 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
+        # The vector kernels torch runs (AVX512, AVX2, ...): they round differently, and a chaotic
+        # training (the 50-layer BN network of seed 3.1) ends elsewhere on another kernel set.
+        "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
         "load_avg_1min": load,
         **threads.current(),  # torch_threads and how they were chosen (they change wall times several-fold)
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,

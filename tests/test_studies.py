@@ -332,3 +332,24 @@ def test_keras_clipped_loss_has_no_gradient_for_sure_mistakes():
 
     with pytest.raises(ConfigError, match="prob_clip"):
         _check_monitors(TrainConfig(prob_clip=0.7), has_val=False)
+
+
+def test_keras_output_init_changes_only_the_output_layer():
+    from mnistlab.models import create_model
+
+    study = load_study("deep-init-3.1")
+    ours = study.config(study.variant("lecun-selu-bn"), 0)
+    keras = study.config(study.variant("keras-out"), 0)
+    assert ours.model_config.out_init is None and keras.model_config.out_init == "glorot_uniform"
+    torch.manual_seed(0)
+    a = create_model(ours.model, ours.model_config)
+    torch.manual_seed(0)
+    b = create_model(keras.model, keras.model_config)
+    assert torch.equal(a.fc1.weight, b.fc1.weight) and torch.equal(a.fc50.weight, b.fc50.weight)
+    limit = math.sqrt(6 / (100 + 10))  # glorot_uniform's bound for Dense(100 -> 10)
+    assert b.out.weight.abs().max() <= limit and b.out.weight.abs().max() > 0.9 * limit
+    # lecun_normal truncates at 2 std = 2 * sqrt(1/100) / 0.8796 = 0.227 < limit: the uniform one is wider
+    assert a.out.weight.abs().max() <= 2 * 0.1 / 0.87962566103423978 + 1e-6
+    assert b.out.bias.abs().max() == 0
+    with pytest.raises(ValueError, match="out_init"):
+        replace(keras.model_config, out_init="orthogonal")

@@ -48,11 +48,17 @@ class MLPConfig:
     # Seed 0.6 asks for pooling in the DNN: a pool x pool max-pooling of the image before the
     # flatten (Keras MaxPooling2D on the 28x28 input), 1 = none. 2 -> 14x14 = 196 inputs.
     pool: int = 1
+    # The output layer's init; None = `init`, as every layer before it. Keras initialises a Dense
+    # layer without `kernel_initializer` by glorot_uniform: seed 3.1 names lecun_normal for its
+    # hidden layers only, so its Dense10 output is glorot_uniform.
+    out_init: str | None = None
     in_channels: int = 1
     input_size: int = 28
 
     def __post_init__(self) -> None:
         _check_common(self.activation, self.init, self.in_channels, self.input_size)
+        if self.out_init is not None:
+            check_choice(self.out_init, INITS, "out_init")
         if self.pool < 1 or self.input_size // self.pool < 1:
             raise ValueError(f"bad MLP pool={self.pool} for a {self.input_size}x{self.input_size} input")
         if self.hidden < 1 or self.depth < 0 or not 0 <= self.dropout < 1:
@@ -78,6 +84,8 @@ def build_mlp(cfg: MLPConfig) -> nn.Module:
     layers.append(("out", nn.Linear(width, 10)))
     net = Net(layers, (cfg.in_channels, cfg.input_size, cfg.input_size))
     init_weights(net, cfg.init, cfg.init_std)
+    if cfg.out_init is not None:
+        init_weights(net.out, cfg.out_init, cfg.init_std)
     return net
 
 

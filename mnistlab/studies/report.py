@@ -9,6 +9,7 @@ import json
 import math
 import re
 import statistics
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,12 @@ def markdown_table(header: list[str], cells: list[list[str]]) -> str:
 FIG_DPI = 120  # as `mnistlab show` (viz._plot.DPI): panel text stays legible
 
 
+def _title(width: float, text: str, size: float = 12.0) -> str:
+    """`text` broken into lines that fit `width` inches at font `size` (a long study title is never cut)."""
+    chars = max(30, int(width * 72 / (0.6 * size)))  # ~0.6 em per character
+    return textwrap.fill(text, chars)
+
+
 def _legend_below(fig, ax, n: int) -> None:  # noqa: ANN001 - matplotlib objects
     """The variants' legend under the axes, outside the data (it never covers a curve)."""
     handles, labels = ax.get_legend_handles_labels()
@@ -207,7 +214,7 @@ def plot_step_curves(study: Study, rows: list[Row], path: Path) -> str:
         ax.set_ylabel(f"{title} (running mean over the epoch)")
         ax.set_title(f"{title} during the epoch")
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{study.title}: learning curves within the single epoch (seed 0)")
+    fig.suptitle(_title(fig.get_figwidth(), f"{study.title}: learning curves within the single epoch (seed 0)"))
     fig.tight_layout()
     _legend_below(fig, axes[0], len(rows))
     fig.savefig(path, dpi=FIG_DPI)
@@ -256,7 +263,7 @@ def plot_curves(study: Study, rows: list[Row], path: Path) -> str:
         else:
             ax.set_xlim(0.5, longest + 0.5)
     n_seeds = max(r.n for r in rows)
-    fig.suptitle(f"{study.title}: learning curves (mean over {n_seeds} seed(s))")
+    fig.suptitle(_title(fig.get_figwidth(), f"{study.title}: learning curves (mean over {n_seeds} seed(s))"))
     fig.tight_layout()
     _legend_below(fig, axes[0][0], sum(1 for r in rows if r.n))
     fig.savefig(path, dpi=FIG_DPI)
@@ -292,7 +299,9 @@ def plot_accuracy(study: Study, rows: list[Row], path: Path) -> str:
     ax.set_xticks(list(xs), [r.variant.name for r in rows], rotation=35, ha="right", fontsize=8)
     metric = {r.variant.metric for r in rows}
     ax.set_ylabel("accuracy (" + ", ".join(sorted(metric)) + ")")
-    ax.set_title(f"{study.title}: ours vs the seed ({study.seed_doc})")
+    ax.set_title(
+        _title(fig.get_figwidth() - 2.8, f"{study.title}: ours vs the seed ({study.seed_doc})", 11), fontsize=11
+    )
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -396,7 +405,7 @@ def plot_grid(study: Study, rows: list[Row], path: Path) -> str | None:
     ax.set_yticks(range(len(ys)), [str(y) for y in ys])
     ax.set_xlabel(xk)
     ax.set_ylabel(yk)
-    ax.set_title(f"{study.title}: test accuracy")
+    ax.set_title(_title(fig.get_figwidth() - 2.0, f"{study.title}: test accuracy", 11), fontsize=11)
     fig.colorbar(im, ax=ax, label="test accuracy (mean over seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=FIG_DPI)
@@ -447,6 +456,11 @@ def _environment(rows: list[Row]) -> str:
     )
     if cpus:
         line += f"; CPU {' / '.join(cpus)}"
+    recorded = [e["cpu_kernels"] for e, _ in envs if e.get("cpu_kernels")]
+    if recorded:  # the runs of a kernel set are bit-reproducible there, not across sets
+        line += (
+            f"; torch CPU kernels {' / '.join(sorted(set(recorded)))} ({len(recorded)} of {len(envs)} runs recorded it)"
+        )
     if loads:
         line += (
             f"; load average (1 min) when the runs started: {min(loads):.1f}–{max(loads):.1f} "
