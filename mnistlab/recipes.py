@@ -158,8 +158,9 @@ _TABLE: tuple[Recipe, ...] = (
     ),
     Recipe(
         # `fast` with the levers that helped (issue 25, docs/benchmarks-levers.md): the central 20x20
-        # of the digit (MNIST's ink lies there: ~half the FLOPs per image), a one-cycle schedule as
-        # long as the target (0.75 epoch), Adam betas (0.7, 0.9) at peak lr 0.015.
+        # of the digit (MNIST's ink lies there: ~half the FLOPs per image), a one-cycle schedule a
+        # little longer than the target (0.9 epoch: at 0.75 and 0.85 one seed in 5 or 10 ended below
+        # 99 %), Adam betas (0.7, 0.9) at peak lr 0.015.
         "fast-crop",
         "fastnet",
         {
@@ -171,11 +172,11 @@ _TABLE: tuple[Recipe, ...] = (
             "train.betas": "0.7,0.9",
             "train.schedule": "onecycle",
             "train.warmup": 0.25,
-            "train.schedule_epochs": 0.75,
+            "train.schedule_epochs": 0.9,
             "train.batch_size": 192,
             "train.epochs": 1,
         },
-        "fastnet (stride-2 stem) on the central 20x20, 0.75 epoch one-cycle Adam lr 0.015 betas (0.7, 0.9), "
+        "fastnet (stride-2 stem) on the central 20x20, 0.9 epoch one-cycle Adam lr 0.015 betas (0.7, 0.9), "
         "batch 192, bf16 where native",
     ),
     Recipe(

@@ -60,7 +60,7 @@ def test_pytorch_example_normalises_inside_the_model():
 
 @pytest.mark.parametrize("name", ["fast", "fast-crop"])
 def test_fast_recipe_trains_on_a_slice(mnist, name):
-    # 2 whole epochs of 20 steps (fast-crop's 0.75-epoch schedule would be 15 steps of a slice)
+    # 2 whole epochs of 20 steps (fast-crop's 0.9-epoch schedule would be 18 steps of a slice)
     over = {**SLICE, "train.batch_size": 50, "train.epochs": 2, "train.schedule_epochs": None}
     cfg = resolve_run_config(name, over, seed=0)
     assert cfg.model == "fastnet" and cfg.train.schedule == "onecycle"
@@ -278,8 +278,8 @@ def test_schedule_epochs_ends_training_with_the_schedule(mnist):
 
 
 def test_setting_epochs_resets_a_recipes_schedule_epochs():
-    # fast-crop's 0.75-epoch schedule belongs to its 1 epoch: --epochs 3 means a 3-epoch schedule
-    assert resolve_run_config("fast-crop").train.schedule_epochs == 0.75
+    # fast-crop's 0.9-epoch schedule belongs to its 1 epoch: --epochs 3 means a 3-epoch schedule
+    assert resolve_run_config("fast-crop").train.schedule_epochs == 0.9
     for key in ("train.epochs", "epochs"):
         t = resolve_run_config("fast-crop", {key: 3}).train
         assert (t.epochs, t.schedule_epochs) == (3, None)
@@ -288,7 +288,7 @@ def test_setting_epochs_resets_a_recipes_schedule_epochs():
     t = resolve_run_config("fast-crop", {"train.epochs": 3, "train.schedule_epochs": 2.5}).train
     assert (t.epochs, t.schedule_epochs, schedule_steps(t, 100)) == (3, 2.5, 250)
     # other overrides leave the recipe's schedule as it is
-    assert resolve_run_config("fast-crop", {"train.lr": 0.02}).train.schedule_epochs == 0.75
+    assert resolve_run_config("fast-crop", {"train.lr": 0.02}).train.schedule_epochs == 0.9
 
 
 def test_betas_are_adams_and_stay_fixed_under_onecycle():
