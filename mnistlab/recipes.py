@@ -283,6 +283,29 @@ _TABLE: tuple[Recipe, ...] = (
         "ensemble member: fastnet 32-64-128 on the central 20x20 under rotation + elastic distortion, 10 epochs",
     ),
     Recipe(
+        "ens-fast24",
+        "fastnet",
+        {
+            "model.widths": "32,64,128",
+            "data.crop": 24,
+            "train.optimizer": "adam",
+            "train.lr": 0.006,
+            "train.schedule": "onecycle",
+            "train.warmup": 0.2,
+            "train.batch_size": 128,
+            "train.epochs": 10,
+            "train.label_smoothing": 0.05,
+            "train.precision": "auto",
+            "augment.rotate": 10.0,
+            "augment.zoom": 0.1,
+            "augment.shift": 0.06,
+            "augment.shear": 12.0,
+            "augment.thickness": 0.3,
+        },
+        "ensemble member: fastnet 32-64-128 on the central 24x24 under affine (with shear) and pen-width "
+        "augmentation, 10 epochs",
+    ),
+    Recipe(
         "ens-kaggle",
         "cnn-bn",
         {
