@@ -107,6 +107,8 @@ def markdown_report(res: EnsembleResult, command: str, machine: str, date: str) 
         f"test images ({round((1 - res.acc) * res.n)} errors); best member {100 * max(res.member_acc):.2f} %",
         f"- members trained {res.train_seconds:.0f} s wall"
         + (f", {cpu:.0f} s CPU ({cpu / 60:.1f} CPU min) in all" if cpu is not None else ""),
+        "- each member was trained by `mnistlab train RECIPE --seed SEED --run-dir RUN` with the table's recipe, "
+        "seed and run folder; the curve column adds the members in the order the command names them",
         "",
         "| # | run | recipe | model | seed | crop | augmentation | test acc % | train s wall / CPU "
         "| ensemble of members 1..# % | ensemble without this member % |",
