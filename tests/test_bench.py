@@ -14,7 +14,7 @@ from mnistlab.errors import ConfigError, RunError
 from mnistlab.experiment import run_experiment
 from mnistlab.models import create_model, keras_param_count
 from mnistlab.recipes import get_recipe, resolve_run_config
-from mnistlab.train import make_optimizer, make_scheduler
+from mnistlab.train import make_optimizer, make_scheduler, schedule_steps
 
 SLICE = {"data.train_limit": 1000, "data.test_limit": 300}
 BENCH_RECIPES = ["ref-pytorch", "ref-keras", "fast", "fast-crop", "best"]
@@ -60,7 +60,7 @@ def test_pytorch_example_normalises_inside_the_model():
 
 @pytest.mark.parametrize("name", ["fast", "fast-crop"])
 def test_fast_recipe_trains_on_a_slice(mnist, name):
-    # 2 whole epochs of 20 steps (fast-crop's 0.75-epoch schedule would be 15 steps of a slice)
+    # 2 whole epochs of 20 steps (fast-crop's 0.9-epoch schedule would be 18 steps of a slice)
     over = {**SLICE, "train.batch_size": 50, "train.epochs": 2, "train.schedule_epochs": None}
     cfg = resolve_run_config(name, over, seed=0)
     assert cfg.model == "fastnet" and cfg.train.schedule == "onecycle"
@@ -275,6 +275,20 @@ def test_schedule_epochs_ends_training_with_the_schedule(mnist):
         run_experiment(resolve_run_config("fast", {**over, "train.schedule_epochs": 2}), record=False, mnist=mnist)
     with pytest.raises(ConfigError, match="schedule_epochs"):
         run_experiment(resolve_run_config("dnn", {**over, "train.schedule_epochs": 0.5}), record=False, mnist=mnist)
+
+
+def test_setting_epochs_resets_a_recipes_schedule_epochs():
+    # fast-crop's 0.9-epoch schedule belongs to its 1 epoch: --epochs 3 means a 3-epoch schedule
+    assert resolve_run_config("fast-crop").train.schedule_epochs == 0.9
+    for key in ("train.epochs", "epochs"):
+        t = resolve_run_config("fast-crop", {key: 3}).train
+        assert (t.epochs, t.schedule_epochs) == (3, None)
+        assert schedule_steps(t, 100) == 300
+    # ... unless the override names both
+    t = resolve_run_config("fast-crop", {"train.epochs": 3, "train.schedule_epochs": 2.5}).train
+    assert (t.epochs, t.schedule_epochs, schedule_steps(t, 100)) == (3, 2.5, 250)
+    # other overrides leave the recipe's schedule as it is
+    assert resolve_run_config("fast-crop", {"train.lr": 0.02}).train.schedule_epochs == 0.9
 
 
 def test_betas_are_adams_and_stay_fixed_under_onecycle():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,7 @@ from mnistlab.cli._common import DataDir, Device, DeviceOrCuda, JsonObject, SetO
 from mnistlab.cli.core import load_data
 from mnistlab.config import parse_assignments
 from mnistlab.ensemble import evaluate_ensemble
+from mnistlab.ensemble import markdown_report as ensemble_report
 from mnistlab.errors import ConfigError
 from mnistlab.recipes import DEFAULT_RECIPE, get_recipe
 from mnistlab.train import pick_device
@@ -163,13 +165,24 @@ def ensemble(
     data_dir: DataDir = None,
     device: Device = None,
     json_out: JsonObject = False,
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="Also write a markdown report (members, curve, CPU time) here.")
+    ] = None,
 ) -> None:
     """Test accuracy of the average of several runs' softmax outputs."""
-    res = evaluate_ensemble(runs_, load_data(data_dir), pick_device(device))
+    dev = pick_device(device)
+    res = evaluate_ensemble(runs_, load_data(data_dir), dev)
+    if out_path is not None:
+        command = "mnistlab ensemble " + shlex.join([*runs_, "--out", str(out_path)])
+        date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        md = ensemble_report(res, command, benchlib.machine_line(benchlib.machine_info(dev)), date)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(md)
     if json_out:
         print_json({"runs": [str(p) for p in res.runs], "member_acc": res.member_acc, "ensemble_acc": res.acc,
                     "n": res.n, "members": res.members, "train_seconds": res.train_seconds,
-                    "train_cpu_seconds": res.train_cpu_seconds})  # fmt: skip
+                    "train_cpu_seconds": res.train_cpu_seconds, "curve": res.curve,
+                    "leave_one_out": res.leave_one_out})  # fmt: skip
         return
     for m in res.members:
         what = [m["recipe"], f"model {m['model']}", f"seed {m['seed']}"]
@@ -183,6 +196,7 @@ def ensemble(
         out.print(f"{m['run']}: {'; '.join(what)}: test accuracy {m['test_acc']:.4f}{cost}")
     cpu = res.train_cpu_seconds
     total = f"; members trained {res.train_seconds:.0f}s" + (f" ({cpu:.0f}s CPU)" if cpu is not None else "")
+    out.print("members 1..k:", " ".join(f"{a:.4f}" for a in res.curve))
     out.print(f"ensemble of {len(res.runs)} (mean softmax): test accuracy {res.acc:.4f} on {res.n} images{total}")
 
 
