@@ -143,20 +143,34 @@ class AdaptConfig:
 
     # "all": every weight, BN statistics frozen; "head": the last Linear layer only; "bn": the BN
     # layers' scale, shift and running statistics only; "all-bn": every weight, BN statistics
-    # updated by the mixed batches.
-    mode: Literal["all", "head", "bn", "all-bn"] = "all-bn"
-    steps: int = 60  # optimizer steps (Adam)
+    # updated by the mixed batches; "stats": no weight trained, only the BN running statistics
+    # re-estimated on the mixed batches (AdaBN-style, the test-time statistics of your digits).
+    mode: Literal["all", "head", "bn", "all-bn", "stats"] = "all-bn"
+    steps: int = 60  # optimizer steps (Adam); 0 = none (then only `proto` adapts)
     lr: float = 3e-4
     batch: int = 32  # the writer's digits per step (drawn with replacement, augmented)
     replay: float = 2.0  # MNIST training digits per step, as a multiple of `batch` (0 = none)
     shots: int = 0  # at most this many digits per class were used (0 = all that were given)
     augment: bool = True  # augment the writer's digits with the base run's own augmentation
+    # Prototype head: after the steps, the mean penultimate feature of each class of your digits
+    # (a nearest-class-mean classifier, scores -squared distance) is blended into the logits with
+    # this weight, folded into the last Linear layer so the run stays an ordinary record. 0 = off.
+    proto: float = 0.0
+    proto_copies: int = 8  # augmented copies of each digit the class means are taken over (0 = the digits only)
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch < 1 or self.lr <= 0 or self.replay < 0 or self.shots < 0:
+        if (
+            self.steps < 0
+            or self.batch < 1
+            or self.lr <= 0
+            or self.replay < 0
+            or self.shots < 0
+            or self.proto < 0
+            or self.proto_copies < 0
+        ):
             raise ValueError(
                 f"bad adapt config: steps={self.steps} batch={self.batch} lr={self.lr} "
-                f"replay={self.replay} shots={self.shots}"
+                f"replay={self.replay} shots={self.shots} proto={self.proto} proto_copies={self.proto_copies}"
             )
 
 

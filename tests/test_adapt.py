@@ -99,7 +99,7 @@ def test_adapt_learns_a_writer_keeps_mnist_and_leaves_an_ordinary_run(mnist, bas
     assert all(torch.equal(w[k], v) for k, v in again.state_dict().items())
 
 
-@pytest.mark.parametrize("mode", ["all", "head", "bn", "all-bn"])
+@pytest.mark.parametrize("mode", ["all", "head", "bn", "all-bn", "stats"])
 def test_each_mode_trains_only_its_part(mnist, base_run, mode):
     base = Predictor.load(base_run)
     x = A.preprocess_digit(np.asarray(mnist.test_images[0]) / 255.0).unsqueeze(0).repeat(10, 1, 1, 1)
@@ -115,11 +115,59 @@ def test_each_mode_trains_only_its_part(mnist, base_run, mode):
         assert changed == head
     elif mode == "bn":
         assert changed and changed <= bn_params | stats and stats & changed
+    elif mode == "stats":
+        assert changed and changed <= stats  # no weight moves, only the running statistics
     elif mode == "all":
         assert head <= changed and not stats & changed  # BN statistics frozen
     else:
         assert head <= changed and stats & changed
     assert all(torch.equal(v, old[k]) for k, v in base.model.state_dict().items())  # the base is untouched
+
+
+def test_the_prototype_head_is_folded_exactly_into_the_last_layer(mnist, base_run):
+    base = Predictor.load(base_run)
+    x = A.canonical(mnist.test_images[:100]).float()
+    y = mnist.test_labels[:100]
+    keep = torch.tensor(A.first_shots(y.tolist(), 2))
+    digits = A.Digits(x[keep], y[keep])
+    assert digits.counts() == [2] * 10
+    cfg = AdaptConfig(steps=0, proto=0.5, proto_copies=0)
+    model, _ = A.adapt_model(base, digits, cfg, mnist, seed=0)
+    # The same blend computed by hand: logits - proto * s * |f - mu_c|^2.
+    feats = []
+    hook = base.model.out.register_forward_hook(lambda m, i, o: feats.append(i[0].flatten(1)))
+    with torch.no_grad():
+        base.logits(digits.x)
+        logits_test = base.logits(x)
+    hook.remove()
+    f_shots, f_test = feats[0].double(), feats[1].double()
+    mu = torch.stack([f_shots[digits.y == c].mean(0) for c in range(10)])
+    spread = float(torch.cdist(mu, mu).pow(2).sum()) / 90
+    scale = 0.5 * A.PROTO_SCALE / spread
+    want = torch.softmax(logits_test.double() - scale * torch.cdist(f_test, mu).pow(2), 1)
+    got = Predictor(model, base.config).probs(x)
+    assert torch.allclose(got.double(), want, atol=1e-4)
+    assert not torch.allclose(got, base.probs(x), atol=1e-3)  # it did change the answers
+    # steps=0 and proto=0: nothing moves
+    same, _ = A.adapt_model(base, digits, AdaptConfig(steps=0), mnist, seed=0)
+    assert all(torch.equal(v, base.model.state_dict()[k]) for k, v in same.state_dict().items())
+
+
+def test_the_synthetic_writers_are_consistent_styles(mnist):
+    imgs = mnist.test_images[:40]
+    labels = mnist.test_labels[:40].tolist()
+    ones = [i for i, v in enumerate(labels) if v == 1][:3]
+    flagged = A.continental_style(imgs[ones], [1] * len(ones))
+    plain = A.continental_style(imgs[ones], [0] * len(ones))  # the same strokes without the flag
+    for a, b in zip(flagged, plain, strict=True):
+        assert (1 - a).sum() > (1 - b).sum() * 1.15  # the flag adds ink
+    thin = A.thin_style(imgs[:5])
+    thick = A.writer_style(imgs[:5])
+    for a, b in zip(thin, thick, strict=True):
+        assert a.shape == b.shape == (112, 112) and (1 - a).sum() < (1 - b).sum() / 3
+    assert all(np.array_equal(a, b) for a, b in zip(A.styled(imgs, labels, "thin"), A.thin_style(imgs), strict=True))
+    with pytest.raises(DataError, match="unknown synthetic writer"):
+        A.styled(imgs, labels, "nobody")
 
 
 def test_adapt_refuses_with_one_clear_line(mnist, base_run, tmp_path, capsys):
@@ -180,6 +228,26 @@ def test_adapt_study_rows_and_summary(mnist, base_run, monkeypatch, capsys):
     assert all("±" in r for r in rows)
     with pytest.raises(ConfigError):
         adapt_cmds.adapt_study(run=str(base_run), shots="ten")
+    with pytest.raises(ConfigError, match="--proto"):
+        adapt_cmds.adapt_study(run=str(base_run), proto="a lot")
+
+
+def test_the_study_compares_every_combination_and_averages_the_writers(mnist, base_run, monkeypatch, capsys):
+    monkeypatch.setattr(A, "WRITER_POOL", (0, 100))
+    monkeypatch.setattr(A, "WRITER_TEST", (5000, 100))
+    adapt_cmds.adapt_study(
+        run=str(base_run), shots="2", seeds=1, sets="thin,continental", steps="0,3", proto="0,0.2", mnist_test_limit=200
+    )
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][2:]
+    methods = {r[1] for r in rows}
+    assert methods == {"all-bn steps=0", "all-bn steps=0 proto=0.2", "all-bn steps=3", "all-bn steps=3 proto=0.2"}
+    assert {r[0].strip("| ") for r in rows} == {"thin", "continental", "writers"}
+    nothing = [r for r in rows if r[1] == "all-bn steps=0"]
+    assert all(r[5].startswith("0.00 ±") for r in nothing)  # no steps, no proto: no gain, no loss
+    by = {(r[0].strip("| "), r[1]): r for r in rows}
+    mean = lambda r: float(r[4].split(" ")[0])  # noqa: E731
+    pair = [mean(by[(s, "all-bn steps=3 proto=0.2")]) for s in ("thin", "continental")]
+    assert mean(by[("writers", "all-bn steps=3 proto=0.2")]) == pytest.approx(sum(pair) / 2, abs=0.01)
 
 
 def test_eval_and_predict_read_the_adapted_run(mnist, base_run, tmp_path, capsys):

@@ -21,20 +21,40 @@ Mode = Annotated[
     str,
     typer.Option(
         help="What to train: all-bn (every weight and the BN statistics; the default), all (every weight, BN "
-        "statistics frozen), head (the last layer), bn (the BN layers)."
+        "statistics frozen), head (the last layer), bn (the BN layers), stats (only the BN statistics, no weight)."
     ),
 ]
-Steps = Annotated[int, typer.Option(help="Optimizer steps.")]
+Steps = Annotated[int, typer.Option(help="Optimizer steps (0 = none: only --proto adapts).")]
 Lr = Annotated[float, typer.Option("--lr", help="Adam learning rate.")]
 Replay = Annotated[float, typer.Option(help="MNIST digits per step, as a multiple of the writer's (0 = no replay).")]
+Proto = Annotated[
+    float,
+    typer.Option(
+        help="Weight of the prototype head (your digits' mean features per class) blended into the logits "
+        "after the steps (0 = off)."
+    ),
+]
+Augment = Annotated[
+    bool, typer.Option("--augment/--no-augment", help="Augment your digits with the base run's own augmentation.")
+]
 
 
-def adapt_config(mode: str, steps: int, lr: float, replay: float, shots: int = 0) -> AdaptConfig:
-    modes = ("all", "head", "bn", "all-bn")
+def adapt_config(
+    mode: str, steps: int, lr: float, replay: float, shots: int = 0, proto: float = 0.0, augment: bool = True
+) -> AdaptConfig:
+    modes = ("all", "head", "bn", "all-bn", "stats")
     if mode not in modes:
         raise ConfigError(f"bad --mode {mode!r}: choose one of {', '.join(modes)}")
     try:
-        return AdaptConfig(mode=mode, steps=steps, lr=lr, replay=replay, shots=shots)  # type: ignore[arg-type]
+        return AdaptConfig(
+            mode=mode,  # type: ignore[arg-type]
+            steps=steps,
+            lr=lr,
+            replay=replay,
+            shots=shots,
+            proto=proto,
+            augment=augment,
+        )
     except ValueError as e:
         raise ConfigError(str(e)) from None
 
@@ -79,6 +99,8 @@ def adapt(
     steps: Steps = AdaptConfig.steps,
     lr: Lr = AdaptConfig.lr,
     replay: Replay = AdaptConfig.replay,
+    proto: Proto = AdaptConfig.proto,
+    augment: Augment = AdaptConfig.augment,
     json_out: JsonObject = False,
     data_dir: DataDir = None,
 ) -> None:
@@ -87,7 +109,7 @@ def adapt(
 
     if folder is None and not sheet:
         raise DataError("give a folder of labelled digits, or --sheet PHOTO of a filled template")
-    cfg = adapt_config(mode, steps, lr, replay, shots)
+    cfg = adapt_config(mode, steps, lr, replay, shots, proto, augment)
     parts: list[Digits] = []
     if folder is not None:
         parts.append(load_digits_folder(folder, shots))
@@ -148,19 +170,39 @@ def _out_dir(out_dir: Path | None) -> Path:
     return out_dir
 
 
+def _floats(text: str, option: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"bad {option} {text!r}: expected numbers like 1,2") from None
+    if not values:
+        raise ConfigError(f"{option} needs at least one value")
+    return values
+
+
 def adapt_study(
     run: ReaderRun = None,
     modes: Annotated[
-        str, typer.Option(help="Comma-separated modes to compare (all, head, bn, all-bn).")
+        str, typer.Option(help="Comma-separated modes to compare (all, head, bn, all-bn, stats).")
     ] = AdaptConfig.mode,
     shots: Annotated[str, typer.Option(help="Comma-separated K (digits per class).")] = "1,5,10,20",
     seeds: Annotated[int, typer.Option(help="Seeds (0..N-1).")] = 3,
     sets: Annotated[
-        str, typer.Option(help="uci (scikit-learn's UCI digits, half/half), writer (synthetic), or both.")
-    ] = "uci,writer",
-    steps: Steps = AdaptConfig.steps,
-    lr: Lr = AdaptConfig.lr,
-    replay: Replay = AdaptConfig.replay,
+        str,
+        typer.Option(
+            help="Comma-separated sets: uci (scikit-learn's UCI digits, half/half), and the synthetic writers "
+            "writer (slant, thick pen), thin (thin pen, small, wide), continental (flagged 1, barred 7)."
+        ),
+    ] = "uci,writer,thin,continental",
+    steps: Annotated[str, typer.Option(help="Comma-separated optimizer steps to compare.")] = str(AdaptConfig.steps),
+    lr: Annotated[str, typer.Option("--lr", help="Comma-separated Adam learning rates.")] = f"{AdaptConfig.lr:g}",
+    replay: Annotated[
+        str, typer.Option(help="Comma-separated MNIST replay ratios (MNIST digits per step / the writer's).")
+    ] = f"{AdaptConfig.replay:g}",
+    proto: Annotated[
+        str, typer.Option(help="Comma-separated prototype-head weights (0 = off).")
+    ] = f"{AdaptConfig.proto:g}",
+    augment: Augment = AdaptConfig.augment,
     mnist_test_limit: Annotated[
         int, typer.Option(help="MNIST test digits to measure forgetting on (0 = all 10,000).")
     ] = 0,
@@ -169,20 +211,29 @@ def adapt_study(
     ] = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Measure adaptation: K shots per class, seeds, accuracy before/after and MNIST after."""
+    """Measure adaptation: K shots per class, seeds, accuracy before/after and MNIST after.
+
+    Every comma-separated list multiplies: each combination of mode, steps, lr, replay and proto
+    is one method (a row per set and K)."""
+    import itertools
+
     from mnistlab.handwriting.adapt import adapt_study as study
     from mnistlab.handwriting.adapt import summarize_study
 
     try:
         ks = [int(k) for k in shots.split(",") if k.strip()]
+        step_list = [int(v) for v in steps.split(",") if v.strip()]
     except ValueError:
-        raise ConfigError(f"bad --shots {shots!r}: expected integers like 1,5,10,20") from None
+        raise ConfigError(f"bad --shots {shots!r} or --steps {steps!r}: expected integers like 1,5,10,20") from None
     mode_list = [m.strip() for m in modes.split(",") if m.strip()]
-    cfg = adapt_config(mode_list[0] if mode_list else "", steps, lr, replay)
-    for m in mode_list:
-        adapt_config(m, steps, lr, replay)
-    if seeds < 1 or not ks or min(ks) < 1:
-        raise ConfigError("--seeds and every --shots value must be at least 1")
+    if seeds < 1 or not ks or min(ks) < 1 or not mode_list or not step_list:
+        raise ConfigError("--seeds and every --shots value must be at least 1; --modes and --steps need a value")
+    variants = [
+        adapt_config(m, st, r, rp, 0, pr, augment)
+        for m, st, r, rp, pr in itertools.product(
+            mode_list, step_list, _floats(lr, "--lr"), _floats(replay, "--replay"), _floats(proto, "--proto")
+        )
+    ]
     base = load_reader(run, data_dir)
     mnist = load_data(data_dir)
     err.print(f"base run: {base.name}")
@@ -192,12 +243,12 @@ def adapt_study(
             print_json(row)
         else:
             err.print(
-                f"{row['set']} {row['mode']} K={row['shots']} seed {row['seed']}: {row['before']:.4f} -> "
+                f"{row['set']} {row['method']} K={row['shots']} seed {row['seed']}: {row['before']:.4f} -> "
                 f"{row['after']:.4f}, MNIST {row['mnist_after']:.4f} ({row['adapt_wall_s']:.1f} s)"
             )
 
     set_list = [s.strip() for s in sets.split(",") if s.strip()]
-    rows = study(base, mnist, mode_list, ks, range(seeds), set_list, cfg, mnist_test_limit, show)
+    rows = study(base, mnist, variants, ks, range(seeds), set_list, mnist_test_limit, show)
     summary = summarize_study(rows)
     if json_out:
         print_json({"summary": summary})
@@ -207,13 +258,14 @@ def adapt_study(
     )
     out.print()  # a blank line: the table below is a Markdown table of its own
     out.print(
-        "| set | mode | K | before % | after % | gain (points) | MNIST after % | MNIST loss (points) | adapt s (CPU s) |"
+        "| set | method | K | before % | after % | gain (points) | MNIST after % | MNIST loss (points) "
+        "| adapt s (CPU s) |"
     )
     out.print("|---|---|---|---|---|---|---|---|---|")
     for s in summary:
         f = lambda v: f"{v[0]:.2f} ± {v[1]:.2f}"  # noqa: E731
         out.print(
-            f"| {s['set']} | {s['mode']} | {s['shots']} | {f(s['before'])} | {f(s['after'])} | {f(s['gain'])} "
+            f"| {s['set']} | {s['method']} | {s['shots']} | {f(s['before'])} | {f(s['after'])} | {f(s['gain'])} "
             f"| {f(s['mnist_after'])} | {f(s['mnist_loss'])} | {s['wall_s']:.1f} ({s['cpu_s']:.1f}) |"
         )
 

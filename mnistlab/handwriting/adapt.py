@@ -167,10 +167,12 @@ def trainable_parameters(model: nn.Module, mode: str) -> list[nn.Parameter]:
         chosen = list(model.parameters())
     elif mode == "head":
         chosen = list(_head(model).parameters())
-    elif mode == "bn":
+    elif mode in ("bn", "stats"):
         chosen = [p for m in _bn_layers(model) for p in m.parameters()]
         if not chosen:
-            raise RunError("the model has no BatchNorm layer: `bn` adaptation cannot be used on it")
+            raise RunError(f"the model has no BatchNorm layer: `{mode}` adaptation cannot be used on it")
+        if mode == "stats":
+            chosen = []  # only the running statistics move
     else:  # pragma: no cover - AdaptConfig's Literal
         raise ValueError(mode)
     ids = {id(p) for p in chosen}
@@ -180,9 +182,10 @@ def trainable_parameters(model: nn.Module, mode: str) -> list[nn.Parameter]:
 
 
 def _set_mode(model: nn.Module, mode: str) -> None:
-    """Dropout off always (a few shots); BN layers update their statistics only in `bn`/`all-bn`."""
+    """Dropout off always (a few shots); BN layers update their statistics only in `bn`, `all-bn`
+    and `stats`."""
     model.eval()
-    if mode in ("bn", "all-bn"):
+    if mode in ("bn", "all-bn", "stats"):
         for m in _bn_layers(model):
             m.train()
 
@@ -207,7 +210,7 @@ def adapt_model(
     model = copy.deepcopy(predictor.model)
     net = Predictor(model, predictor.config).net  # canonical digits -> logits, the run's own input
     params = trainable_parameters(model, cfg.mode)
-    opt = torch.optim.Adam(params, lr=cfg.lr)
+    opt = torch.optim.Adam(params, lr=cfg.lr) if params else None
     g = torch.Generator().manual_seed(seed)
     x_own, y_own = digits.x.to(device), digits.y.to(device)
     n_replay = round(cfg.batch * cfg.replay)
@@ -230,16 +233,71 @@ def adapt_model(
             xb = torch.cat([xb, xr])
             yb = torch.cat([yb, mnist.train_labels[r].to(device)])
         _set_mode(model, cfg.mode)
-        loss = F.cross_entropy(net(xb), yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+        if opt is None:  # `stats`: the forward pass moves the BN running statistics, nothing else
+            with torch.no_grad():
+                losses.append(float(F.cross_entropy(net(xb), yb)))
+        else:
+            loss = F.cross_entropy(net(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
         if progress and (step % 5 == 0 or step == cfg.steps):
             progress(step, cfg.steps)
     for p in model.parameters():
         p.requires_grad_(True)
-    return model.eval(), float(np.mean(losses[-10:]))
+    model.eval()
+    if cfg.proto:
+        fold_prototypes(model, net, x_own, y_own, cfg, aug if use_aug else None, g)
+    return model, float(np.mean(losses[-10:])) if losses else 0.0
+
+
+PROTO_SCALE = 10.0  # the mean squared distance between two class means becomes this many logits
+
+
+@torch.no_grad()
+def fold_prototypes(
+    model: nn.Module,
+    net: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: AdaptConfig,
+    aug: Any,
+    g: torch.Generator,
+) -> None:
+    """Blend a nearest-class-mean head into the last Linear layer, in place.
+
+    The class means mu_c of the penultimate features f (the last Linear layer's input) of the
+    writer's digits (and `cfg.proto_copies` augmented copies of each) give scores
+    -s * |f - mu_c|^2, with s = PROTO_SCALE / (mean |mu_c - mu_c'|^2 over class pairs). The
+    |f|^2 term is the same for every class, so softmax(logits + proto * scores) is exactly the
+    softmax of a Linear layer with W + 2 proto s mu and b - proto s |mu|^2: the adapted run stays
+    an ordinary record. Every class needs at least one digit."""
+    head = _head(model)
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    hook = head.register_forward_hook(lambda m, i, o: seen.append((i[0].detach().flatten(1), o.detach())))
+    try:
+        batches = [x] + [augment_batch(x, aug, g).clamp(0, 1) for _ in range(cfg.proto_copies if aug else 0)]
+        outs = [net(b) for b in batches]
+    finally:
+        hook.remove()
+    if len(seen) != len(batches) or not all(
+        o.shape == got.shape and torch.allclose(o, got) for o, (_, got) in zip(outs, seen, strict=False)
+    ):
+        raise RunError("the model's last Linear layer does not give its logits: `proto` cannot be used on it")
+    if head.bias is None:
+        raise RunError("the model's last Linear layer has no bias: `proto` cannot be used on it")
+    f = torch.cat([feat for feat, _ in seen]).double()
+    ys = y.repeat(len(batches))
+    if sorted(set(ys.tolist())) != list(range(head.out_features)):
+        raise DataError("`proto` needs digits of every class")  # |f|^2 cancels only if every class moves
+    mu = torch.stack([f[ys == c].mean(0) for c in range(head.out_features)])
+    spread = float(torch.cdist(mu, mu).pow(2).sum()) / (len(mu) * (len(mu) - 1))
+    if spread <= 0:
+        return
+    s = cfg.proto * PROTO_SCALE / spread
+    head.weight.add_((2 * s * mu).to(head.weight.dtype))
+    head.bias.add_((-s * mu.pow(2).sum(1)).to(head.bias.dtype))
 
 
 @torch.no_grad()
@@ -357,34 +415,109 @@ def uci_digits(upscale: int = 4) -> Digits:
 WRITER_SHEAR = 1.0  # horizontal shift per unit of height (a slant of 45 degrees)
 WRITER_PEN = 4  # radius, pixels at 4x (112x112): a thick marker
 
+# The synthetic writers of the study, each one consistent style made from MNIST digits:
+#   writer       a 45 degree slant and a pen 4 px (at 4x) thicker (the first one, kept as it was)
+#   thin         a thin pen (strokes eroded by 3 px at 4x), small and wide (20 x 48 px of 112)
+#   continental  a continental 1 (a long flag), a 7 with a bar, a back-slant, a slightly thicker pen
+WRITERS = ("writer", "thin", "continental")
+
+
+def _disk(r: int) -> np.ndarray:
+    a = np.arange(-r, r + 1)
+    return (a[:, None] ** 2 + a[None, :] ** 2) <= r * r
+
+
+def _slanted(a: np.ndarray, shear: float) -> Any:
+    """An MNIST digit (28, 28) uint8 -> 112x112, slanted by `shear` (the top leans right if > 0)."""
+    from PIL import Image
+
+    img = Image.fromarray(a).resize((112, 112), Image.Resampling.BILINEAR)
+    # output (x, y) <- input (x + shear * (y - 56), y)
+    return img.transform(
+        (112, 112), Image.Transform.AFFINE, (1, shear, -shear * 56, 0, 1, 0), Image.Resampling.BILINEAR
+    )
+
 
 def writer_style(images: torch.Tensor, shear: float = WRITER_SHEAR, pen: int = WRITER_PEN) -> list[np.ndarray]:
     """MNIST digits (N, 28, 28) uint8 -> the same digits written by one synthetic writer: 4x
     larger, slanted by `shear`, with a pen `pen` pixels thicker, dark ink on white paper (what
     a scan of their page would give). Deterministic."""
-    from PIL import Image
     from scipy import ndimage
 
-    r = np.arange(-pen, pen + 1)
-    disk = (r[:, None] ** 2 + r[None, :] ** 2) <= pen * pen
+    disk = _disk(pen)
     out = []
     for a in images.numpy():
-        img = Image.fromarray(a).resize((112, 112), Image.Resampling.BILINEAR)
-        # output (x, y) <- input (x + shear * (y - 56), y): the top leans right
-        img = img.transform(
-            (112, 112), Image.Transform.AFFINE, (1, shear, -shear * 56, 0, 1, 0), Image.Resampling.BILINEAR
-        )
-        ink = ndimage.grey_dilation(np.asarray(img, np.float32) / 255.0, footprint=disk)
+        ink = ndimage.grey_dilation(np.asarray(_slanted(a, shear), np.float32) / 255.0, footprint=disk)
         out.append(1.0 - ink)
     return out
 
 
-def writer_digits(mnist: MNIST, start: int, n: int) -> Digits:
-    """MNIST test digits start..start+n in the synthetic writer's style, read through the
+def thin_style(images: torch.Tensor, erode: int = 3, height: int = 20, width: int = 48) -> list[np.ndarray]:
+    """MNIST digits -> written small and wide with a thin pen: at 4x the strokes eroded by `erode`
+    px (a 1 px core kept), then the digit squeezed into `height` x `width` px of the 112x112 page."""
+    from PIL import Image
+    from scipy import ndimage
+
+    disk = _disk(erode)
+    out = []
+    for a in images.numpy():
+        ink = np.asarray(_slanted(a, 0.0), np.float32) / 255.0
+        thin = np.maximum(ndimage.grey_erosion(ink, footprint=disk), (ink > 0.9) * ndimage.grey_erosion(ink, size=2))
+        small = Image.fromarray((thin * 255).astype(np.uint8)).resize((width, height), Image.Resampling.LANCZOS)
+        page = np.zeros((112, 112), np.float32)
+        top, left = (112 - height) // 2, (112 - width) // 2
+        page[top : top + height, left : left + width] = np.asarray(small, np.float32) / 255.0
+        out.append(1.0 - page)
+    return out
+
+
+def continental_style(images: torch.Tensor, labels: Sequence[int], shear: float = -0.3) -> list[np.ndarray]:
+    """MNIST digits -> one continental writer: every 1 gets a long flag (a stroke from its top
+    down to the left, 40 % of its height), every 7 a bar across its stem at 55 % of its height;
+    all slant back by `shear` and the pen is 1 px (at 4x) thicker."""
+    from PIL import ImageDraw
+    from scipy import ndimage
+
+    out = []
+    for a, y in zip(images.numpy(), labels, strict=True):
+        img = _slanted(a, shear)
+        ink = np.asarray(img, np.float32) / 255.0
+        rows, cols = np.nonzero(ink > 0.5)
+        if len(rows) and y in (1, 7):
+            top, h = rows.min(), rows.max() - rows.min() + 1
+            width = max(6, int(round((ink > 0.5).sum() / max(h, 1) * (0.8 if y == 1 else 0.5))))
+            draw = ImageDraw.Draw(img)
+            if y == 1:
+                x0 = float(cols[rows <= top + 3].mean())
+                draw.line([(x0, top + 2), (x0 - 0.32 * h, top + 0.4 * h)], fill=255, width=min(width, 12))
+            else:
+                yb = int(top + 0.55 * h)
+                on = cols[np.abs(rows - yb) <= 1]
+                if len(on):
+                    xc = float(on.mean())
+                    draw.line([(xc - 0.22 * h, yb), (xc + 0.22 * h, yb)], fill=255, width=min(width, 12))
+            ink = np.asarray(img, np.float32) / 255.0
+        out.append(1.0 - ndimage.grey_dilation(ink, footprint=_disk(1)))
+    return out
+
+
+def styled(images: torch.Tensor, labels: Sequence[int], style: str) -> list[np.ndarray]:
+    """MNIST digits in one synthetic writer's style (WRITERS), dark on white, 112x112."""
+    if style == "writer":
+        return writer_style(images)
+    if style == "thin":
+        return thin_style(images)
+    if style == "continental":
+        return continental_style(images, labels)
+    raise DataError(f"unknown synthetic writer {style!r}: choose one of {', '.join(WRITERS)}")
+
+
+def writer_digits(mnist: MNIST, start: int, n: int, style: str = "writer") -> Digits:
+    """MNIST test digits start..start+n in a synthetic writer's style, read through the
     single-digit path."""
-    imgs = writer_style(mnist.test_images[start : start + n])
     y = mnist.test_labels[start : start + n].tolist()
-    return read_digits(imgs, y, [f"writer-{i}" for i in range(start, start + n)])
+    imgs = styled(mnist.test_images[start : start + n], y, style)
+    return read_digits(imgs, y, [f"{style}-{i}" for i in range(start, start + n)])
 
 
 def half_split(y: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -416,29 +549,41 @@ def study_sets(mnist: MNIST, sets: Sequence[str]) -> dict[str, tuple[Digits, Dig
     for name in sets:
         if name == "uci":
             out[name] = (uci_digits(), None)
-        elif name == "writer":
-            out[name] = (writer_digits(mnist, *WRITER_POOL), writer_digits(mnist, *WRITER_TEST))
+        elif name in WRITERS:
+            out[name] = (writer_digits(mnist, *WRITER_POOL, name), writer_digits(mnist, *WRITER_TEST, name))
         else:
-            raise DataError(f"unknown study set {name!r}: choose uci or writer")
+            raise DataError(f"unknown study set {name!r}: choose uci or one of {', '.join(WRITERS)}")
     return out
+
+
+def method_label(cfg: AdaptConfig) -> str:
+    """`cfg.mode`, plus every knob that differs from AdaptConfig's defaults (`shots` aside)."""
+    default = AdaptConfig()
+    parts = [cfg.mode]
+    for f in dataclasses.fields(AdaptConfig):
+        if f.name in ("mode", "shots"):
+            continue
+        v = getattr(cfg, f.name)
+        if v != getattr(default, f.name):
+            parts.append(f"{f.name.replace('_', '-')}={v:g}" if not isinstance(v, bool) else f"{f.name}={v}")
+    return " ".join(parts)
 
 
 def adapt_study(
     base: Predictor,
     mnist: MNIST,
-    modes: Sequence[str] = ("all",),
+    variants: Sequence[AdaptConfig] = (AdaptConfig(),),
     shots: Sequence[int] = STUDY_SHOTS,
     seeds: Sequence[int] = STUDY_SEEDS,
-    sets: Sequence[str] = ("uci", "writer"),
-    cfg: AdaptConfig | None = None,
+    sets: Sequence[str] = ("uci", *WRITERS),
     mnist_test_limit: int = 0,
     on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """For each set, mode, K and seed: adapt from the first K digits per class of one part,
-    test on the other. UCI: a seeded half/half split per seed; writer: fixed MNIST test ranges
-    (the seed draws the batches and augmentation). One row each: accuracy before/after on the
-    test part, MNIST test accuracy before/after, adaptation wall and CPU seconds."""
-    cfg = cfg or AdaptConfig()
+    """For each set, method (an AdaptConfig), K and seed: adapt from the first K digits per class
+    of one part, test on the other. UCI: a seeded half/half split per seed; a synthetic writer:
+    fixed MNIST test ranges (the seed draws the batches and augmentation). One row each:
+    accuracy before/after on the test part, MNIST test accuracy before/after, adaptation wall
+    and CPU seconds."""
     data = study_sets(mnist, sets)
     mnist_before = mnist_test_accuracy(base, mnist, mnist_test_limit)
     rows = []
@@ -450,17 +595,18 @@ def adapt_study(
             else:
                 pool, test = digits, fixed_test
             before = accuracy(base, test.x, test.y)
-            for mode in modes:
+            for cfg in variants:
                 for k in shots:
                     chosen = subset(pool, torch.tensor(first_shots(pool.y.tolist(), k)))
-                    run_cfg = dataclasses.replace(cfg, mode=mode, shots=k)
+                    run_cfg = dataclasses.replace(cfg, shots=k)
                     t0, c0 = time.perf_counter(), time.process_time()
                     model, _ = adapt_model(base, chosen, run_cfg, mnist, seed)
                     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
                     adapted = Predictor(model, base.config)
                     row = {
                         "set": name,
-                        "mode": mode,
+                        "mode": cfg.mode,
+                        "method": method_label(cfg),
                         "shots": k,
                         "seed": seed,
                         "test_n": len(test),
@@ -477,11 +623,28 @@ def adapt_study(
     return rows
 
 
+WRITERS_MEAN = "writers"  # the summary's row for the mean over the synthetic writers
+
+
 def summarize_study(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and std over seeds per (set, mode, shots), in points (percent)."""
-    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    """Mean and std over seeds per (set, method, shots), in points (percent). With two or more
+    synthetic writers, also a `writers` row per (method, shots): each seed's mean over them."""
+    rows = list(rows)
+    per_seed: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((r["set"], r["mode"], r["shots"]), []).append(r)
+        if r["set"] in WRITERS:
+            per_seed.setdefault((r.get("method", r["mode"]), r["shots"], r["seed"]), []).append(r)
+    combined = []
+    for rs in per_seed.values():
+        if len(rs) > 1:
+            mean = {
+                key: float(np.mean([r[key] for r in rs]))
+                for key in ("before", "after", "mnist_before", "mnist_after", "adapt_wall_s", "adapt_cpu_s")
+            }
+            combined.append({**rs[0], **mean, "set": WRITERS_MEAN})
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for r in rows + combined:
+        groups.setdefault((r["set"], r.get("method", r["mode"]), r["shots"]), []).append(r)
     out = []
     for (name, mode, k), rs in groups.items():
 
@@ -494,7 +657,7 @@ def summarize_study(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append(
             {
                 "set": name,
-                "mode": mode,
+                "method": mode,
                 "shots": k,
                 "seeds": len(rs),
                 "before": ms("before"),
