@@ -459,7 +459,7 @@ def resolve_run_config(name: str, overrides: Mapping[str, Any] | None = None, se
         for key in ("lr", "rho"):
             if not {key, f"train.{key}"} & user.keys():
                 user[f"train.{key}"] = None
-    # A recipe's schedule_epochs (fast-crop: a 0.75-epoch one-cycle in a 1-epoch run) belongs to its
+    # A recipe's schedule_epochs (fast-crop: a 0.9-epoch one-cycle in a 1-epoch run) belongs to its
     # epochs: setting train.epochs without naming schedule_epochs gives a schedule as long as the new
     # epochs (schedule_epochs None), not the recipe's old length (which ended training early).
     if {"epochs", "train.epochs"} & user.keys() and not {"schedule_epochs", "train.schedule_epochs"} & user.keys():
