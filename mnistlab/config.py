@@ -136,9 +136,10 @@ class AdaptConfig:
     """Few-shot adaptation of a trained run to one writer's digits (handwriting/adapt.py).
 
     The adapted run records this next to its base run's config (`RunConfig.adapt`). What to
-    train was chosen by measurement on the synthetic writer (docs/adapt.md): every weight and the
-    BN statistics at a small learning rate, each step the writer's digits (augmented) and twice
-    as many MNIST training digits ("replay", so MNIST is not forgotten).
+    train was chosen by measurement on three synthetic writers (docs/adapt.md): every weight and
+    the BN statistics at a small learning rate, each step the writer's digits (augmented) and
+    twice as many MNIST training digits ("replay", so MNIST is not forgotten); a prototype head,
+    BN statistics alone and the last layer alone gained less.
     """
 
     # "all": every weight, BN statistics frozen; "head": the last Linear layer only; "bn": the BN

@@ -220,6 +220,7 @@ def adapt_study(
     from mnistlab.handwriting.adapt import adapt_study as study
     from mnistlab.handwriting.adapt import summarize_study
 
+    shots, steps, lr, replay, proto = (str(v) for v in (shots, steps, lr, replay, proto))  # also from Python
     try:
         ks = [int(k) for k in shots.split(",") if k.strip()]
         step_list = [int(v) for v in steps.split(",") if v.strip()]
