@@ -152,7 +152,9 @@ class AdaptConfig:
     batch: int = 32  # the writer's digits per step (drawn with replacement, augmented)
     replay: float = 2.0  # MNIST training digits per step, as a multiple of `batch` (0 = none)
     shots: int = 0  # at most this many digits per class were used (0 = all that were given)
-    augment: bool = True  # augment the writer's digits with the base run's own augmentation
+    # augment your digits and the MNIST replay with the base run's own augmentation; off by default:
+    # on the synthetic writers it gained more and forgot less without (docs/adapt.md)
+    augment: bool = False
     # Prototype head: after the steps, the mean penultimate feature of each class of your digits
     # (a nearest-class-mean classifier, scores -squared distance) is blended into the logits with
     # this weight, folded into the last Linear layer so the run stays an ordinary record. 0 = off.

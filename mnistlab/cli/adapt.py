@@ -35,12 +35,22 @@ Proto = Annotated[
     ),
 ]
 Augment = Annotated[
-    bool, typer.Option("--augment/--no-augment", help="Augment your digits with the base run's own augmentation.")
+    bool,
+    typer.Option(
+        "--augment/--no-augment",
+        help="Augment your digits and the MNIST replay with the base run's own augmentation (default: off).",
+    ),
 ]
 
 
 def adapt_config(
-    mode: str, steps: int, lr: float, replay: float, shots: int = 0, proto: float = 0.0, augment: bool = True
+    mode: str,
+    steps: int,
+    lr: float,
+    replay: float,
+    shots: int = 0,
+    proto: float = 0.0,
+    augment: bool = AdaptConfig.augment,
 ) -> AdaptConfig:
     modes = ("all", "head", "bn", "all-bn", "stats")
     if mode not in modes:
