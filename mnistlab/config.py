@@ -137,7 +137,7 @@ class AdaptConfig:
 
     The adapted run records this next to its base run's config (`RunConfig.adapt`). What to
     train was chosen by measurement on three synthetic writers (docs/adapt.md): every weight and
-    the BN statistics at a small learning rate, each step the writer's digits (augmented) and
+    the BN statistics at a small learning rate, each step the writer's digits (not augmented) and
     twice as many MNIST training digits ("replay", so MNIST is not forgotten); a prototype head,
     BN statistics alone and the last layer alone gained less.
     """
