@@ -136,9 +136,10 @@ class AdaptConfig:
     """Few-shot adaptation of a trained run to one writer's digits (handwriting/adapt.py).
 
     The adapted run records this next to its base run's config (`RunConfig.adapt`). What to
-    train was chosen by measurement on the synthetic writer (docs/adapt.md): every weight and the
-    BN statistics at a small learning rate, each step the writer's digits (augmented) and twice
-    as many MNIST training digits ("replay", so MNIST is not forgotten).
+    train was chosen by measurement on three synthetic writers (docs/adapt.md): every weight and
+    the BN statistics at a small learning rate, each step the writer's digits (not augmented) and
+    twice as many MNIST training digits ("replay", so MNIST is not forgotten); a prototype head,
+    BN statistics alone and the last layer alone gained less.
     """
 
     # "all": every weight, BN statistics frozen; "head": the last Linear layer only; "bn": the BN
@@ -151,7 +152,9 @@ class AdaptConfig:
     batch: int = 32  # the writer's digits per step (drawn with replacement, augmented)
     replay: float = 2.0  # MNIST training digits per step, as a multiple of `batch` (0 = none)
     shots: int = 0  # at most this many digits per class were used (0 = all that were given)
-    augment: bool = True  # augment the writer's digits with the base run's own augmentation
+    # augment your digits and the MNIST replay with the base run's own augmentation; off by default:
+    # on the synthetic writers it gained more and forgot less without (docs/adapt.md)
+    augment: bool = False
     # Prototype head: after the steps, the mean penultimate feature of each class of your digits
     # (a nearest-class-mean classifier, scores -squared distance) is blended into the logits with
     # this weight, folded into the last Linear layer so the run stays an ordinary record. 0 = off.

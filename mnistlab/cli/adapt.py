@@ -35,12 +35,22 @@ Proto = Annotated[
     ),
 ]
 Augment = Annotated[
-    bool, typer.Option("--augment/--no-augment", help="Augment your digits with the base run's own augmentation.")
+    bool,
+    typer.Option(
+        "--augment/--no-augment",
+        help="Augment your digits and the MNIST replay with the base run's own augmentation (default: off).",
+    ),
 ]
 
 
 def adapt_config(
-    mode: str, steps: int, lr: float, replay: float, shots: int = 0, proto: float = 0.0, augment: bool = True
+    mode: str,
+    steps: int,
+    lr: float,
+    replay: float,
+    shots: int = 0,
+    proto: float = 0.0,
+    augment: bool = AdaptConfig.augment,
 ) -> AdaptConfig:
     modes = ("all", "head", "bn", "all-bn", "stats")
     if mode not in modes:
@@ -220,6 +230,7 @@ def adapt_study(
     from mnistlab.handwriting.adapt import adapt_study as study
     from mnistlab.handwriting.adapt import summarize_study
 
+    shots, steps, lr, replay, proto = (str(v) for v in (shots, steps, lr, replay, proto))  # also from Python
     try:
         ks = [int(k) for k in shots.split(",") if k.strip()]
         step_list = [int(v) for v in steps.split(",") if v.strip()]
