@@ -100,9 +100,12 @@ class Lane:
                 "timed_out": self.timed_out,
             }
 
-    def _release(self, _: concurrent.futures.Future) -> None:
-        with self._lock:
-            self._admitted -= 1
+    def _release_dropped(self, future: concurrent.futures.Future) -> None:
+        # Only a job cancelled before it started frees its slot here; one that ran frees it in
+        # _worker, after its bookkeeping, so that stats() never sees a finished job half-released.
+        if future.cancelled():
+            with self._lock:
+                self._admitted -= 1
 
     def _worker(self) -> None:
         while True:
@@ -111,18 +114,27 @@ class Lane:
                 continue  # dropped before it started; its slot was released by the cancel
             with self._lock:
                 self._running += 1
+            result: Any = None
+            error: BaseException | None = None
             try:
                 result = fn(*args)
             except BaseException as e:  # handed to the request, which turns it into an answer
-                future.set_exception(e)
-            else:
-                future.set_result(result)
-            finally:
-                del future, fn, args  # the job's arguments (an upload's bytes) go before the next wait
+                error = e
+            del fn, args  # the job's arguments (an upload's bytes) go before the next wait
+            try:
                 if self.after_job is not None:
                     self.after_job()
+            finally:
+                # The slot is freed before the answer is: a client that has its answer sees the
+                # lane as idle again (and a job holds its slot until its clean-up is over).
                 with self._lock:
                     self._running -= 1
+                    self._admitted -= 1
+                if error is None:
+                    future.set_result(result)
+                else:
+                    future.set_exception(error)
+                del future, result, error
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
         """Queue `fn(*args)`; raises Busy at once when the lane is full."""
@@ -142,7 +154,7 @@ class Lane:
                 self._threads.append(t)
                 t.start()
         future: concurrent.futures.Future = concurrent.futures.Future()
-        future.add_done_callback(self._release)
+        future.add_done_callback(self._release_dropped)
         self._jobs.put((future, fn, args))
         return future
 
