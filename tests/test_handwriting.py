@@ -21,6 +21,7 @@ from mnistlab.errors import ImageError
 from mnistlab.handwriting import preprocess_digit, read_image
 from mnistlab.handwriting.images import load_grey
 from mnistlab.handwriting.pages import PageSpec, make_page, score_page
+from mnistlab.handwriting.segment import Blob
 from mnistlab.predictor import Predictor
 
 
@@ -594,3 +595,80 @@ def test_a_page_is_never_taken_for_one_digit(mnist, reader_run):
     assert not single_digit(margin).looks_like_one_digit()
     r = read_image(margin, predictor)
     assert len(r.text.split("\n")) == 3 and len(r.digits) >= 7, r.text
+
+
+def _blob(x0: int, y0: int, x1: int, y1: int) -> Blob:
+    return Blob(x0, y0, x1, y1)
+
+
+def test_a_digit_in_two_pieces_does_not_split_its_line():
+    """Regression (tuning make-pages --seed 4, page-008, read as '53' and '019174'): a 5 whose
+    flag and bowl are apart starts a second line at the bowl and the digits after it follow the
+    bowl, so one written line became two. Lines a pitch apart, straight or slanted, stay apart."""
+    from mnistlab.handwriting.segment import _order_lines
+
+    line = [_blob(40, 100, 70, 140), _blob(80, 95, 100, 110), _blob(84, 112, 110, 140)]  # 3, flag, bowl
+    line += [_blob(120 + 35 * k, 100, 150 + 35 * k, 140) for k in range(4)]
+    assert {b.line for b in _order_lines(line)} == {0}
+    two = [_blob(40 + 35 * k, 100, 70 + 35 * k, 140) for k in range(5)]
+    two += [_blob(40 + 35 * k, 160, 70 + 35 * k, 200) for k in range(5)]
+    assert [b.line for b in _order_lines(two)] == [0] * 5 + [1] * 5
+    slanted = [_blob(40 + 35 * k, 100 + 8 * k, 70 + 35 * k, 140 + 8 * k) for k in range(8)]
+    slanted += [_blob(40 + 35 * k, 160 + 8 * k, 70 + 35 * k, 200 + 8 * k) for k in range(8)]
+    assert [b.line for b in _order_lines(slanted)] == [0] * 8 + [1] * 8
+
+
+def test_a_lone_unsure_mark_at_the_frame_edge_is_not_a_line():
+    """Regression (tuning make-pages --seed 4, page-006: the paper's corner, an L, read as a
+    line '5'): a page's lone mark within EDGE_MARGIN of the frame that the model is unsure of
+    is dropped and the lines renumbered; a sure one, one off the edge, or the only line stays."""
+    from mnistlab.handwriting.reader import _drop_edge_marks
+
+    def page(corner_conf: float, corner_at: int = 2):
+        blobs = [_blob(30 + 40 * k, 100, 60 + 40 * k, 140) for k in range(3)]
+        blobs += [_blob(30 + 40 * k, 200, 60 + 40 * k, 240) for k in range(3)]
+        for b in blobs[3:]:
+            b.line = 2
+        corner = _blob(corner_at, corner_at, corner_at + 25, corner_at + 28)
+        corner.line = 0
+        for b in blobs[:3]:
+            b.line = 1
+        chosen = [(corner, 0)] + [(b, i + 1) for i, b in enumerate(blobs)]
+        probs = torch.full((7, 10), 0.0)
+        probs[:, 3] = 0.95
+        probs[0] = (1 - corner_conf) / 9
+        probs[0, 5] = corner_conf
+        return chosen, probs
+
+    chosen, probs = page(0.4)
+    kept = _drop_edge_marks(chosen, probs, (300, 400))
+    assert len(kept) == 6 and [b.line for b, _ in kept] == [0, 0, 0, 1, 1, 1]
+    for conf, at in [(0.95, 2), (0.4, 40)]:  # sure of it, or away from the edge: a line of one digit
+        chosen, probs = page(conf, at)
+        assert len(_drop_edge_marks(chosen, probs, (300, 400))) == 7
+    chosen, probs = page(0.4)
+    alone = [chosen[0]]  # the only mark in the image answers, however unsure
+    assert _drop_edge_marks(alone, probs, (300, 400)) == alone
+
+
+def test_a_five_in_two_pieces_is_one_digit():
+    """Regression (tuning make-pages --seed 4, page-008, '53191754' read '05319174'): a wide 5
+    whose bowl is a component apart from its stem and flag, one above the other, was read as
+    two digits; a small 5 in two short pieces near no digit was lost. Two specks one above the
+    other stay no digit."""
+    from mnistlab.handwriting.segment import InkMap, find_digits
+
+    mask = np.zeros((300, 1000), bool)
+    zeros = [20, 200, 300, 640, 760, 860]  # x0 of 40 x 70 '0's on one line
+    for x0 in zeros:
+        mask[100:170, x0 : x0 + 4] = mask[100:170, x0 + 36 : x0 + 40] = True
+        mask[100:104, x0 : x0 + 40] = mask[166:170, x0 : x0 + 40] = True
+    mask[90:122, 104:164] = True  # wide 5: stem and flag (60 x 32) ...
+    mask[124:159, 90:152] = True  # ... and its bowl below (62 x 35): together 74 wide, 69 high
+    mask[105:130, 440:500] = True  # small 5 far from the rest: flag (60 x 25) ...
+    mask[132:156, 434:470] = True  # ... and bowl (36 x 24)
+    mask[110:116, 580:586] = mask[140:146, 580:586] = True  # a colon: two specks
+    im = InkMap(mask.astype(np.float32), mask, 1.0, True, 0.0)
+    blobs, _ = find_digits(im)
+    fives = [(90, 164), (434, 500)]
+    assert sorted((b.x0, b.x1) for b in blobs) == sorted([(x0, x0 + 40) for x0 in zeros] + fives)

@@ -263,6 +263,8 @@ def _finish(p: _Pending, probs: torch.Tensor) -> Reading:
         else:
             margin = SPLIT_MARGIN if b.w >= 1.2 * b.h else NARROW_SPLIT_MARGIN
         chosen += best[1] if best[0] > whole + margin else [(b, i)]
+    if r.ink is not None:
+        chosen = _drop_edge_marks(chosen, probs, r.ink.mask.shape)
     for b, i in chosen:
         pr = probs[i]
         conf, digit = pr.max(0)
@@ -277,6 +279,35 @@ def _finish(p: _Pending, probs: torch.Tensor) -> Reading:
             )
         )
     return r
+
+
+EDGE_MARGIN = 0.04  # x the frame's longer side: segment.find_digits's band for the paper's edge
+
+
+def _drop_edge_marks(
+    chosen: list[tuple[Blob, int]], probs: torch.Tensor, shape: tuple[int, int]
+) -> list[tuple[Blob, int]]:
+    """A page's lone mark at the frame's edge that the model is not sure of is not a line of one
+    digit: it is what is left of the paper's edge or corner (an L the edge rules let through)
+    after the digits' lines were found. Only when the page has other lines, so an image of one
+    unsure digit still answers."""
+    h, w = shape
+    margin = EDGE_MARGIN * max(h, w)
+    per_line: dict[int, int] = {}
+    for b, _ in chosen:
+        per_line[b.line] = per_line.get(b.line, 0) + 1
+    if len(per_line) < 2:
+        return chosen
+
+    def edge_mark(b: Blob, i: int) -> bool:
+        at_edge = b.x0 < margin or b.y0 < margin or b.x1 > w - margin or b.y1 > h - margin
+        return per_line[b.line] == 1 and at_edge and float(probs[i].max()) < LOW_CONFIDENCE
+
+    kept = [(b, i) for b, i in chosen if not edge_mark(b, i)]
+    renumber = {old: new for new, old in enumerate(sorted({b.line for b, _ in kept}))}
+    for b, _ in kept:  # lines stay numbered 0, 1, ... in the JSON
+        b.line = renumber[b.line]
+    return kept
 
 
 def read_image(

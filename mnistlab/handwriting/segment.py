@@ -272,37 +272,15 @@ def _merge(a: Blob, b: Blob) -> Blob:
 
 def _merge_pieces(blobs: list[Blob], small: list[Blob], ref: float) -> list[Blob]:
     """Pieces of one digit (a 5's flag, a broken 4, a 7's bar) overlap in x and are close in y:
-    merge boxes that overlap in x by 30 % of the narrower one while the union stays
-    digit-shaped. Small pieces join the nearest digit; alone, a small piece is a digit only if
-    it is not dust (40 % of the typical size)."""
+    merge them (`_merge_overlapping`). Small pieces join the nearest digit; alone, a small piece
+    is a digit only if it is not dust (40 % of the typical size)."""
     tallest = max(b.h for b in blobs)
     typical_h = float(np.median([b.h for b in blobs if b.h >= 0.5 * tallest]))
     # Flat pieces (a 5's flag, a 7's bar) are pieces, not digits, however wide.
     small = small + [b for b in blobs if b.h < 0.45 * typical_h]
     blobs = [b for b in blobs if b.h >= 0.45 * typical_h]
-    changed = True
-    while changed:
-        changed = False
-        blobs.sort(key=lambda b: b.x0)
-        for i in range(len(blobs)):
-            for j in range(i + 1, len(blobs)):
-                a, b = blobs[i], blobs[j]
-                if b.x0 > a.x1:
-                    break
-                gap = max(a.y0, b.y0) - min(a.y1, b.y1)
-                merged = _merge(a, b)
-                if (
-                    _x_overlap(a, b) >= 0.3
-                    and gap < 0.35 * typical_h
-                    and merged.h <= 1.5 * typical_h
-                    and merged.w <= 1.0 * max(typical_h, merged.h)
-                ):
-                    blobs[i] = merged
-                    del blobs[j]
-                    changed = True
-                    break
-            if changed:
-                break
+    blobs = _merge_overlapping(blobs, typical_h)
+    alone = []
     for s in sorted(small, key=lambda s: -s.w * s.h):
         best, best_d = None, None
         for b in blobs:
@@ -315,6 +293,50 @@ def _merge_pieces(blobs: list[Blob], small: list[Blob], ref: float) -> list[Blob
             blobs[blobs.index(best)] = _merge(best, s)
         elif s.h >= 0.4 * ref:  # alone, only a piece tall enough to be a digit (not a dash, not an edge)
             blobs.append(s)
+        else:
+            alone.append(s)
+    # Short pieces near no digit are one when they overlap and together are tall enough: a small
+    # 5 whose flag and bowl are apart is two pieces, each too short to stand alone and too far
+    # from its neighbours to join them. Not specks (under 30 % of the typical size): two dots
+    # one above the other are no digit.
+    alone = _merge_overlapping([s for s in alone if max(s.h, s.w) >= 0.3 * ref], typical_h)
+    blobs += [s for s in alone if s.h >= 0.4 * ref]
+    return blobs
+
+
+STACKED = 0.4  # x the shorter piece's height: pieces overlapping less in y are one above the other
+
+
+def _merge_overlapping(blobs: list[Blob], typical_h: float) -> list[Blob]:
+    """Merge boxes that overlap in x by 30 % of the narrower one and are close in y while the
+    union stays digit-shaped: no wider than the typical height, or 1.25 of it for pieces one
+    above the other (a wide 5's bowl under its flag and stem). Neighbours on a line overlap in
+    y by most of their height, so the wider allowance does not join them."""
+    blobs = list(blobs)
+    changed = True
+    while changed:
+        changed = False
+        blobs.sort(key=lambda b: b.x0)
+        for i in range(len(blobs)):
+            for j in range(i + 1, len(blobs)):
+                a, b = blobs[i], blobs[j]
+                if b.x0 > a.x1:
+                    break
+                gap = max(a.y0, b.y0) - min(a.y1, b.y1)  # < 0: they overlap in y by -gap
+                stacked = -gap <= STACKED * min(a.h, b.h)
+                merged = _merge(a, b)
+                if (
+                    _x_overlap(a, b) >= 0.3
+                    and gap < 0.35 * typical_h
+                    and merged.h <= 1.5 * typical_h
+                    and merged.w <= (1.25 if stacked else 1.0) * max(typical_h, merged.h)
+                ):
+                    blobs[i] = merged
+                    del blobs[j]
+                    changed = True
+                    break
+            if changed:
+                break
     return blobs
 
 
@@ -390,6 +412,7 @@ def _order_lines(blobs: list[Blob]) -> list[Blob]:
             lines.append([b])
         else:
             best.append(b)
+    lines = _join_split_lines(lines, float(np.median([b.h for b in blobs])))
     lines.sort(key=lambda line: float(np.mean([b.cy for b in line])))
     ordered = []
     for i, line in enumerate(lines):
@@ -400,6 +423,42 @@ def _order_lines(blobs: list[Blob]) -> list[Blob]:
                     piece.line = i
             ordered.append(b)
     return ordered
+
+
+SAME_LINE = 0.35  # x the typical digit height: neighbours whose centres are closer in y share a line
+
+
+def _join_split_lines(lines: list[list[Blob]], typical_h: float) -> list[list[Blob]]:
+    """Join a line that chaining broke off its neighbour: a digit in two pieces (a 5's flag
+    above, its bowl below) starts a line of its own, and the digits after it follow whichever
+    piece is nearer, so one written line is read as two. A line joins another when each of its
+    digits has a digit of the other within 1.5 heights in x, and those neighbours' centres are,
+    as a median, within SAME_LINE heights in y: real lines are a line pitch apart (> 1 height).
+    Compared locally, not by the lines' mean heights, so a rotated page's lines stay apart."""
+    reach = 1.5 * typical_h
+    joined = True
+    while joined:
+        joined = False
+        lines.sort(key=len)
+        for a in lines:
+            for b in lines:
+                if b is a:
+                    continue
+                gaps = []
+                for x in a:
+                    near = [abs(x.cy - y.cy) for y in b if abs(x.cx - y.cx) <= reach]
+                    if not near:
+                        break
+                    gaps.append(min(near))
+                if len(gaps) == len(a) and float(np.median(gaps)) < SAME_LINE * typical_h:
+                    b.extend(a)
+                    b.sort(key=lambda blob: blob.cx)
+                    lines.remove(a)
+                    joined = True
+                    break
+            if joined:
+                break
+    return lines
 
 
 def cuts_between_peaks(b: Blob, region: np.ndarray, peaks: list[float], ref_h: float) -> list[Blob]:
