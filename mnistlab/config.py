@@ -19,7 +19,7 @@ from typing import Any, Literal
 from mnistlab.errors import ConfigError, did_you_mean
 from mnistlab.models import default_config
 
-Optimizer = Literal["sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw", "adadelta"]
+Optimizer = Literal["sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw", "adadelta", "muon"]
 Schedule = Literal["constant", "step", "plateau", "onecycle", "cosine"]
 Monitor = Literal["", "val_loss", "val_acc", "loss", "acc"]
 
@@ -73,8 +73,12 @@ class TrainConfig:
     adv_eps_warmup: float = 0.0  # fraction of the training steps over which eps ramps up from 0
     # Levers of the `fast` recipes (issue 25; measured in docs/benchmarks-levers.md). None = off /
     # the framework default, so every recipe that does not name them trains as before.
-    betas: tuple[float, float] | None = None  # adam/adamw (beta1, beta2); None = PyTorch's (0.9, 0.999).
+    betas: tuple[float, float] | None = None  # adam/adamw/muon (beta1, beta2); None = PyTorch's (0.9, 0.999).
     # Set, beta1 stays fixed under "onecycle" (else OneCycleLR cycles it between 0.85 and 0.95).
+    # "muon" (train.MuonAdam): Muon on the hidden weight matrices and conv kernels, at this lr and
+    # Nesterov momentum (the reference implementation's 0.02 and 0.95); Adam on the rest at train.lr.
+    muon_lr: float = 0.02
+    muon_momentum: float = 0.95
     ema: float | None = None  # decay of an exponential moving average of the weights (e.g. 0.99): the
     # EMA weights are what is validated, probed, tested and saved; None = no EMA
     schedule_epochs: float | None = None  # "onecycle"/"cosine" length in epochs (e.g. 0.5); training

@@ -35,6 +35,7 @@ KERAS_DEFAULT_LR = {
     "adam": 0.001,
     "adamw": 0.001,
     "adadelta": 0.001,
+    "muon": 0.001,  # its Adam part; the Muon part takes train.muon_lr (Keras has no Muon)
 }
 KERAS_DEFAULT_RHO = {"rmsprop": 0.9, "adadelta": 0.95}
 KERAS_DEFAULT_MOMENTUM = {"momentum": 0.9, "nesterov": 0.9}  # plain sgd: 0
@@ -64,8 +65,8 @@ def make_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
     wd = _or(cfg.weight_decay, KERAS_DEFAULT_WEIGHT_DECAY, name)
     momentum = _or(cfg.momentum, KERAS_DEFAULT_MOMENTUM, name)
     rho = _or(cfg.rho, KERAS_DEFAULT_RHO, name)
-    if cfg.betas is not None and name not in ("adam", "adamw"):
-        raise ConfigError(f"train.betas is for adam/adamw, not {name!r}")
+    if cfg.betas is not None and name not in ("adam", "adamw", "muon"):
+        raise ConfigError(f"train.betas is for adam/adamw/muon, not {name!r}")
     betas = {} if cfg.betas is None else {"betas": tuple(cfg.betas)}
     match name:
         case "sgd" | "momentum" | "nesterov":
@@ -78,7 +79,86 @@ def make_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
             return torch.optim.AdamW(params, lr=lr, eps=cfg.eps, weight_decay=wd, **betas)
         case "adadelta":
             return torch.optim.Adadelta(params, lr=lr, rho=rho, eps=cfg.eps, weight_decay=wd)
+        case "muon":
+            params = list(params)
+            matrices = [p for p in params if p.ndim >= 2][:-1]  # the last one is the output layer: Adam
+            rest = [p for p in params if all(p is not m for m in matrices)]
+            return MuonAdam(
+                matrices, rest, lr=lr, muon_lr=cfg.muon_lr, muon_momentum=cfg.muon_momentum,
+                betas=cfg.betas or (0.9, 0.999), eps=cfg.eps, weight_decay=wd,
+            )  # fmt: skip
     raise ConfigError(f"unknown optimizer {name!r}")  # pragma: no cover
+
+
+def _orthogonalise(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """The nearest semi-orthogonal matrix to `g` (rows, cols), roughly: Newton-Schulz iterations
+    with Muon's quintic coefficients, which push every singular value towards ~1 in 5 steps
+    (K. Jordan et al., 2024). In float32: these matrices are small and the CPU has no fast bf16
+    path for them."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g / (g.norm() + 1e-7)
+    wide = x.shape[0] <= x.shape[1]
+    x = x if wide else x.T
+    for _ in range(steps):
+        xx = x @ x.T
+        x = a * x + (b * xx + c * xx @ xx) @ x
+    return x if wide else x.T
+
+
+class MuonAdam(torch.optim.Optimizer):
+    """`train.optimizer=muon`: Muon on the hidden weight matrices (each conv's weight flattened to
+    (out, in x kh x kw), the hidden Linear layers'), Adam on the rest (biases, BatchNorm, the
+    output layer). Muon keeps Nesterov momentum of the gradient and steps along its orthogonalised
+    form, so every direction of a layer's weight moves at the same rate; scaled by
+    sqrt(max(1, rows / cols)) as in the reference implementation. PyTorch's own torch.optim.Muon
+    takes 2-D parameters only, so not conv kernels. Group 0 is Adam's, group 1 Muon's: the
+    scheduler scales both lrs (OneCycleLR's max_lr is each group's own)."""
+
+    def __init__(
+        self,
+        muon_params: list[torch.Tensor],
+        adam_params: list[torch.Tensor],
+        lr: float,
+        muon_lr: float,
+        muon_momentum: float,
+        betas: tuple[float, float],
+        eps: float,
+        weight_decay: float,
+    ):
+        groups = [
+            {"params": adam_params, "muon": False, "lr": lr, "betas": tuple(betas), "eps": eps},
+            {"params": muon_params, "muon": True, "lr": muon_lr, "momentum": muon_momentum},
+        ]
+        super().__init__([g for g in groups if g["params"]], {"weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:
+        for group in self.param_groups:
+            lr, wd = group["lr"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if wd:
+                    p.mul_(1 - lr * wd)  # decoupled, as AdamW
+                if group["muon"]:
+                    buf = state.setdefault("momentum_buffer", torch.zeros_like(p))
+                    buf.lerp_(p.grad, 1 - group["momentum"])
+                    g = p.grad.lerp(buf, group["momentum"]).reshape(len(p), -1)  # Nesterov
+                    scale = max(1.0, g.shape[0] / g.shape[1]) ** 0.5
+                    p.add_(_orthogonalise(g.float()).view_as(p).to(p.dtype), alpha=-lr * scale)
+                    continue
+                b1, b2 = group["betas"]
+                if not state:
+                    state["step"] = torch.zeros(())
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                state["step"] += 1
+                t = float(state["step"])
+                state["exp_avg"].lerp_(p.grad, 1 - b1)
+                state["exp_avg_sq"].mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                denom = (state["exp_avg_sq"] / (1 - b2**t)).sqrt_().add_(group["eps"])
+                p.addcdiv_(state["exp_avg"], denom, value=-lr / (1 - b1**t))
 
 
 def schedule_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
@@ -104,16 +184,17 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch
             )  # fmt: skip
             return sched, "metric"
         case "onecycle":
-            lr = opt.param_groups[0]["lr"]
             total = schedule_steps(cfg, steps_per_epoch)
             group = opt.param_groups[0]
             cycle_momentum = "betas" in group or group.get("momentum", 0) > 0  # Adadelta, plain SGD: none
             cycle_momentum = cycle_momentum and cfg.betas is None  # betas named: beta1 stays as named
             # OneCycleLR divides by (warm-up steps - 1): exactly one warm-up step (e.g. 4 steps at 0.25) crashes it
             pct = cfg.warmup if abs(cfg.warmup * total - 1) > 1e-9 else min(1.5 / total, 0.99)
-            sched = torch.optim.lr_scheduler.OneCycleLR(
-                opt, lr, total_steps=total, pct_start=pct, cycle_momentum=cycle_momentum
-            )
+            cycle_momentum = cycle_momentum and cfg.optimizer != "muon"
+            sched = torch.optim.lr_scheduler.OneCycleLR(  # each group's own lr is its peak
+                opt, [g["lr"] for g in opt.param_groups], total_steps=total, pct_start=pct,
+                cycle_momentum=cycle_momentum,
+            )  # fmt: skip
             return sched, "step"
         case "cosine":
             total = schedule_steps(cfg, steps_per_epoch)

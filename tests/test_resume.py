@@ -42,8 +42,9 @@ class InterruptAt(Callback):
             raise KeyboardInterrupt
 
 
-def test_resume_is_bit_identical(mnist, tmp_path):
-    cfg = resolve_run_config("mlp", CFG, seed=3)
+@pytest.mark.parametrize("optimizer", ["adam", "muon"])  # muon: train.MuonAdam's own state
+def test_resume_is_bit_identical(mnist, tmp_path, optimizer):
+    cfg = resolve_run_config("mlp", {**CFG, "train.optimizer": optimizer}, seed=3)
     full = run_experiment(cfg, mnist=mnist, run_dir=tmp_path / "full")
 
     with pytest.raises(KeyboardInterrupt):

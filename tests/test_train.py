@@ -2,11 +2,13 @@
 
 import dataclasses
 import json
+import typing
 
 import pytest
 import torch
 
 from mnistlab import runs
+from mnistlab.config import Optimizer
 from mnistlab.dataset import prepare_splits
 from mnistlab.errors import ConfigError, RunError
 from mnistlab.experiment import run_experiment
@@ -86,7 +88,7 @@ def test_monitor_restores_the_best_epoch(mnist):
 
 
 @pytest.mark.parametrize("schedule", ["step", "plateau", "onecycle", "cosine"])
-@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam", "adamw", "adadelta", "rmsprop"])
+@pytest.mark.parametrize("optimizer", typing.get_args(Optimizer))
 def test_every_optimizer_and_schedule_runs(mnist, optimizer, schedule):
     cfg = resolve_run_config(
         "dnn",
@@ -100,6 +102,25 @@ def test_every_optimizer_and_schedule_runs(mnist, optimizer, schedule):
         assert h[1]["lr"] == pytest.approx(h[0]["lr"] * cfg.train.gamma)
     if schedule in ("onecycle", "cosine"):
         assert h[1]["lr"] < h[0]["lr"]
+
+
+def test_muon_orthogonalises_the_hidden_kernels_and_leaves_the_rest_to_adam():
+    from mnistlab.models import create_model
+    from mnistlab.train import MuonAdam, _orthogonalise, make_optimizer
+
+    g = torch.randn(64, 288, generator=torch.Generator().manual_seed(0))
+    s = torch.linalg.svdvals(_orthogonalise(g))  # quintic Newton-Schulz: every singular value near 1
+    assert 0.6 < float(s.min()) and float(s.max()) < 1.3
+    cfg = resolve_run_config("fast-crop", {"train.optimizer": "muon"})
+    model = create_model(cfg.model, cfg.model_config)
+    opt = make_optimizer(model.parameters(), cfg.train)
+    adam, muon = opt.param_groups
+    assert isinstance(opt, MuonAdam) and not adam["muon"] and muon["muon"]
+    kernels = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert kernels and all(any(p is k for p in muon["params"]) for k in kernels)
+    head = [p for p in model.parameters() if p.ndim >= 2][-1]
+    assert any(p is head for p in adam["params"]) and all(p.ndim == 1 or p is head for p in adam["params"])
+    assert (muon["lr"], adam["lr"]) == (cfg.train.muon_lr, 0.001)  # naming the optimizer: its own lr
 
 
 @pytest.mark.parametrize(

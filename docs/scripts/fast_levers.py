@@ -21,6 +21,7 @@ from mnistlab.data import load_mnist
 
 HALF = {"train.schedule_epochs": 0.5}
 C20 = {"data.crop": 20}
+MUON = {"train.optimizer": "muon", "train.muon_lr": 0.3, "train.muon_momentum": 0.8}
 GROUPS: dict[str, dict[str, tuple[str, dict]]] = {
     # the schedule as long as the target, its learning rate, Adam's betas, EMA of the weights
     "schedule": {
@@ -61,6 +62,19 @@ GROUPS: dict[str, dict[str, tuple[str, dict]]] = {
         "fast-crop-s0.9": ("fast-crop", {"train.schedule_epochs": 0.9}),
         "fast-crop-s1.0": ("fast-crop", {"train.schedule_epochs": 1.0}),
         "fast-crop-s0.9-lr0.02": ("fast-crop", {"train.schedule_epochs": 0.9, "train.lr": 0.02}),
+    },
+    # orthogonalised updates (train.optimizer=muon: Muon on the conv kernels and the hidden
+    # Linear layer, Adam on the rest) in fast-crop, at its schedule and shorter ones. Naming the
+    # optimizer resets the recipe's lr to the optimizer's default (recipes.resolve_run_config):
+    # MUON's Adam part runs at 0.001 unless train.lr is named (muon-adam0.015)
+    "muon": {
+        "fast-crop": ("fast-crop", {}),
+        "muon": ("fast-crop", MUON),
+        "muon-s0.75": ("fast-crop", {**MUON, "train.schedule_epochs": 0.75}),
+        "muon-s0.6": ("fast-crop", {**MUON, "train.schedule_epochs": 0.6}),
+        "muon-adam0.015": ("fast-crop", {**MUON, "train.lr": 0.015}),
+        "muon-lr0.15": ("fast-crop", {**MUON, "train.muon_lr": 0.15}),
+        "muon-m0.9": ("fast-crop", {**MUON, "train.muon_momentum": 0.9}),
     },
 }
 
