@@ -98,7 +98,7 @@ class DataConfig:
     test_limit: int = 0  # evaluate on the first N test images only (0 = all; for quick runs)
     val_split: float = 0.0  # hold out this fraction of the training set for validation
     val_mode: Literal["last", "random"] = "last"  # "last" = Keras' validation_split semantics
-    subsample: Literal["none", "random", "half", "down4"] = "none"  # seed 0.4, see transforms.py
+    subsample: Literal["none", "random", "half", "down4", "top", "left"] = "none"  # seed 0.4, see transforms.py
     subsample_keep: float = 0.5  # "random": fraction of pixels kept
     upsample: bool = False  # resize a sub-sampled image back to 28x28 (a seed-0.4 mitigation)
     invert: Literal["none", "add", "only"] = "none"  # seed 4.1: add an inverted copy, or use only it

@@ -23,6 +23,9 @@ def subsample(x: torch.Tensor, mode: str, keep: float = 0.5, seed: int = 0, upsa
             test) keeps `keep` of the pixels and blacks out the rest; the image stays 28x28.
     half:   keep every other row and column (strided, no low-pass: aliasing) -> 14x14.
     down4:  2x2 average pooling, 4x fewer pixels, anti-aliased -> 14x14.
+    top / left: half of the image thrown away, the bottom rows / the right columns blacked out
+            (the image stays 28x28, so the models are unchanged): a reading of the seed's
+            "discard half" (抛弃一半) tested against its numbers (docs/studies.md).
     `upsample` resizes the result back to the original size (bilinear), so that models built
     for 28x28 apply unchanged: one of the mitigations the seed asks for.
     """
@@ -37,6 +40,12 @@ def subsample(x: torch.Tensor, mode: str, keep: float = 0.5, seed: int = 0, upsa
         out = x[..., ::2, ::2]
     elif mode == "down4":
         out = F.avg_pool2d(x, 2)
+    elif mode in ("top", "left"):
+        out = x.clone()
+        if mode == "top":
+            out[..., x.shape[-2] // 2 :, :] = 0
+        else:
+            out[..., :, x.shape[-1] // 2 :] = 0
     else:
         raise ValueError(f"unknown subsample mode {mode!r}")
     if upsample and out.shape[-1] != size:

@@ -129,6 +129,8 @@ def test_muon_orthogonalises_the_hidden_kernels_and_leaves_the_rest_to_adam():
         {"data.subsample": "random"},
         {"data.subsample": "half"},
         {"data.subsample": "down4"},
+        {"data.subsample": "top"},
+        {"data.subsample": "left"},
         {"data.subsample": "half", "data.upsample": True},
         {"data.invert": "add", "data.channels": 3},
         {"data.scale": False},
@@ -139,6 +141,22 @@ def test_data_variants_train(mnist, data):
     cfg = resolve_run_config("dnn", {**SLICE, **data, "data.train_limit": 1000})
     out = run_experiment(cfg, mnist=mnist, record=False)
     assert out.result["test_acc"] > 0.2
+
+
+@pytest.mark.parametrize("mode", ["none", "random", "half", "down4", "top", "left"])
+def test_subsample_modes_keep_what_they_say(mode):
+    from mnistlab.transforms import subsample
+
+    x = torch.rand(4, 1, 28, 28) + 0.1  # no zero pixel before
+    out = subsample(x, mode, keep=0.5, seed=0)
+    kept = (out != 0).float().mean().item()
+    side = {"half": 14, "down4": 14}.get(mode, 28)
+    assert out.shape == (4, 1, side, side)
+    assert kept == pytest.approx({"none": 1, "half": 1, "down4": 1, "top": 0.5, "left": 0.5}.get(mode, 0.5), abs=0.05)
+    if mode == "top":
+        assert torch.equal(out[..., :14, :], x[..., :14, :]) and not out[..., 14:, :].any()
+    if mode == "left":
+        assert torch.equal(out[..., :, :14], x[..., :, :14]) and not out[..., :, 14:].any()
 
 
 def test_augmentation_is_seeded_and_keeps_shape():
