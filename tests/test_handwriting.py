@@ -672,3 +672,25 @@ def test_a_five_in_two_pieces_is_one_digit():
     blobs, _ = find_digits(im)
     fives = [(90, 164), (434, 500)]
     assert sorted((b.x0, b.x1) for b in blobs) == sorted([(x0, x0 + 40) for x0 in zeros] + fives)
+
+
+def test_a_page_under_a_hard_shadow_is_not_taken_for_one_digit(mnist, reader_run):
+    """Regression (make-pages --seed 11, page-015, read as "4"): a shadow with a hard edge over
+    most of a photographed page is one big blob to the single-digit path's one threshold, so the
+    page looked like one digit. Big images that look like one digit are segmented as a page too
+    (reader.PAGE_CHECK_SIDE): two lines of two digits or more, and it is a page."""
+    from mnistlab.handwriting.normalize import single_digit
+
+    _, predictor = reader_run
+    side, gap = 70, 40
+    page = np.full((2 * gap + 4 * (side + gap), 2 * gap + 6 * (side + 10)), 0.95, np.float32)
+    for j in range(4):
+        for k in range(6):
+            d = _canvas(mnist, 6 * j + k, side).astype(np.float32) / 255
+            y, x = gap + j * (side + gap), gap + k * (side + 10)
+            page[y : y + side, x : x + side] = np.minimum(page[y : y + side, x : x + side], 0.95 - 0.85 * d)
+    yy, xx = np.mgrid[0 : page.shape[0], 0 : page.shape[1]]
+    page[xx < 0.7 * page.shape[1] - 0.3 * yy] *= 0.45  # the shadow of a hand, sharp-edged
+    assert single_digit(page).looks_like_one_digit()  # the trap
+    r = read_image(page, predictor)
+    assert len(r.text.split("\n")) == 4 and len(r.digits) >= 20, r.text

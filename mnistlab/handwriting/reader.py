@@ -9,6 +9,7 @@ reading.to_json()     # {"file", "text", "digits": [...], "width", "height", ...
 from __future__ import annotations
 
 import atexit
+import collections
 import functools
 import itertools
 import multiprocessing
@@ -174,7 +175,7 @@ def segment_image(
         loaded = load_image(source, name, max_side=WORK_SIDE)
     w, h = loaded.width, loaded.height
     one = single_digit(loaded.grey)
-    if single or (single is None and one.looks_like_one_digit()):
+    if single or (single is None and one.looks_like_one_digit() and not _holds_lines(loaded)):
         singles = [one] if one.found else []
         if singles and not one.sure_of_polarity:  # the frame could not tell: the model will
             other = single_digit(loaded.grey, dark_ink=not one.ink.dark_ink)
@@ -191,6 +192,24 @@ def segment_image(
     every = blobs + [piece for b in blobs for pieces in b.splits for piece in pieces]
     crops = np.stack([_crop_blob(im, labels, b) for b in every]) if every else np.zeros((0, 28, 28), np.float32)
     return _Pending(Reading(name, w, h, dark_ink=im.dark_ink, ink=im), blobs, crops)
+
+
+# From this longer side (pixels of the image) on, an image that looks like one digit is also
+# segmented as a page before the single-digit path takes it: a photo of a page whose hard-edged
+# shadow the single-digit path's one threshold takes for one big blob of ink (make-pages --seed 11,
+# page-015, was read as "4"). Smaller images (crops, scans of one digit, the 280-px web canvas) are
+# not: the check would cost a page segmentation each.
+PAGE_CHECK_SIDE = 300
+
+
+def _holds_lines(loaded: GreyImage) -> bool:
+    """Does the page path find at least two lines of at least two digits each? No single digit
+    does, a page does, whatever its lighting (the page path removes the background locally)."""
+    if max(loaded.width, loaded.height) < PAGE_CHECK_SIDE:
+        return False
+    blobs, _ = find_digits(ink_map(loaded.grey))
+    per_line = collections.Counter(b.line for b in blobs)
+    return sum(n >= 2 for n in per_line.values()) >= 2
 
 
 def _box(b: Blob, scale: float, w: int, h: int) -> list[int]:
