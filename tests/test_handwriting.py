@@ -620,33 +620,35 @@ def test_a_digit_in_two_pieces_does_not_split_its_line():
 
 def test_a_lone_unsure_mark_at_the_frame_edge_is_not_a_line():
     """Regression (tuning make-pages --seed 4, page-006: the paper's corner, an L, read as a
-    line '5'): a page's lone mark within EDGE_MARGIN of the frame that the model is unsure of
-    is dropped and the lines renumbered; a sure one, one off the edge, or the only line stays."""
+    line '5'; make-pages --seed 18, page-001: a corner read as a sure '7' far right of the text):
+    a page's lone mark within EDGE_MARGIN of the frame is dropped, and the lines renumbered, when
+    the model is unsure of it or it lies outside the block of text; a sure one beside the text,
+    an unsure one off the edge, or the only mark in the image stays."""
     from mnistlab.handwriting.reader import _drop_edge_marks
 
-    def page(corner_conf: float, corner_at: int = 2):
+    def page(conf: float, mark: tuple[int, int, int, int]):
         blobs = [_blob(30 + 40 * k, 100, 60 + 40 * k, 140) for k in range(3)]
         blobs += [_blob(30 + 40 * k, 200, 60 + 40 * k, 240) for k in range(3)]
-        for b in blobs[3:]:
-            b.line = 2
-        corner = _blob(corner_at, corner_at, corner_at + 25, corner_at + 28)
-        corner.line = 0
-        for b in blobs[:3]:
-            b.line = 1
-        chosen = [(corner, 0)] + [(b, i + 1) for i, b in enumerate(blobs)]
+        for j, b in enumerate(blobs):
+            b.line = 1 if j < 3 else 2
+        lone = _blob(*mark)
+        lone.line = 0
+        chosen = [(lone, 0)] + [(b, i + 1) for i, b in enumerate(blobs)]
         probs = torch.full((7, 10), 0.0)
         probs[:, 3] = 0.95
-        probs[0] = (1 - corner_conf) / 9
-        probs[0, 5] = corner_conf
+        probs[0] = (1 - conf) / 9
+        probs[0, 5] = conf
         return chosen, probs
 
-    chosen, probs = page(0.4)
-    kept = _drop_edge_marks(chosen, probs, (300, 400))
-    assert len(kept) == 6 and [b.line for b, _ in kept] == [0, 0, 0, 1, 1, 1]
-    for conf, at in [(0.95, 2), (0.4, 40)]:  # sure of it, or away from the edge: a line of one digit
-        chosen, probs = page(conf, at)
-        assert len(_drop_edge_marks(chosen, probs, (300, 400))) == 7
-    chosen, probs = page(0.4)
+    corner, beside, inland = (2, 2, 27, 30), (2, 150, 25, 185), (40, 40, 65, 68)
+    for conf, mark in [(0.4, corner), (0.95, corner), (0.4, beside)]:  # unsure, or outside the text
+        chosen, probs = page(conf, mark)
+        kept = _drop_edge_marks(chosen, probs, (300, 400))
+        assert len(kept) == 6 and [b.line for b, _ in kept] == [0, 0, 0, 1, 1, 1], (conf, mark)
+    for conf, mark in [(0.95, beside), (0.4, inland)]:  # sure and beside the text, or off the edge
+        chosen, probs = page(conf, mark)
+        assert len(_drop_edge_marks(chosen, probs, (300, 400))) == 7, (conf, mark)
+    chosen, probs = page(0.4, corner)
     alone = [chosen[0]]  # the only mark in the image answers, however unsure
     assert _drop_edge_marks(alone, probs, (300, 400)) == alone
 
@@ -694,3 +696,21 @@ def test_a_page_under_a_hard_shadow_is_not_taken_for_one_digit(mnist, reader_run
     assert single_digit(page).looks_like_one_digit()  # the trap
     r = read_image(page, predictor)
     assert len(r.text.split("\n")) == 4 and len(r.digits) >= 20, r.text
+
+
+def test_a_paper_edge_in_dashes_does_not_set_the_digit_size():
+    """Regression (make-pages --seed 12, page-008, read as nothing): the photo's paper edge broke
+    into forty 1-px dashes, whose size became the typical size, and every digit was then dropped
+    as "far bigger than the text"."""
+    from mnistlab.handwriting.segment import InkMap, find_digits
+
+    mask = np.zeros((900, 1200), bool)
+    zeros = [(100 + 90 * k, 150 + 200 * j) for j in range(3) for k in range(4)]  # 12 '0's, 50 x 70
+    for x0, y0 in zeros:
+        mask[y0 : y0 + 70, x0 : x0 + 5] = mask[y0 : y0 + 70, x0 + 45 : x0 + 50] = True
+        mask[y0 : y0 + 5, x0 : x0 + 50] = mask[y0 + 65 : y0 + 70, x0 : x0 + 50] = True
+    for k in range(40):  # the paper's left edge: 1-px dashes, 16 px long, 4 px apart
+        mask[60 + 20 * k : 76 + 20 * k, 8 + k // 10] = True
+    im = InkMap(mask.astype(np.float32), mask, 1.0, True, 0.0)
+    blobs, _ = find_digits(im)
+    assert sorted((b.x0, b.y0) for b in blobs) == sorted(zeros)

@@ -228,7 +228,12 @@ def find_digits(im: InkMap) -> tuple[list[Blob], np.ndarray]:
         blobs.append((b, float(areas[i - 1])))
     # Size filter relative to the typical component: specks and dust go, digits stay, and blobs
     # far bigger than the text (shadow edges, the table beside the page) go too.
-    sides = np.array([max(b.h, b.w) for b, a in blobs if a >= 8 and max(b.h, b.w) >= 0.01 * max(h, w)])
+    candidates = [(max(b.h, b.w), a) for b, a in blobs if a >= 8 and max(b.h, b.w) >= 0.01 * max(h, w)]
+    # Not slivers under 2 px wide on average: a photo's paper edge broken into dozens of dashes
+    # otherwise sets the typical size, and every digit is then "far bigger than the text"
+    # (make-pages --seed 12, page-008, read as nothing). Unless slivers are all there is.
+    strokes = [side for side, a in candidates if a >= 2 * side]
+    sides = np.array(strokes if len(strokes) >= 3 else [side for side, _ in candidates])
     if sides.size == 0:
         return [], labels
     ref = float(np.median(sides))
