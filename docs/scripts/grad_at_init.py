@@ -11,28 +11,26 @@ Run: python docs/scripts/grad_at_init.py [VARIANT ...]   (variants of the deep-i
 """
 
 import sys
-import tomllib
-from pathlib import Path
 
 import torch
 from torch import nn
 
-import mnistlab.studies
 from mnistlab.data import load_mnist
 from mnistlab.dataset import prepare_splits
+from mnistlab.errors import MnistlabError
 from mnistlab.models import create_model
-from mnistlab.recipes import resolve_run_config
+from mnistlab.studies import load_study
 from mnistlab.train import seed_everything
 
 torch.set_num_threads(1)
-STUDY = tomllib.loads((Path(mnistlab.studies.__file__).parent / "deep-init.toml").read_text())
-VARIANTS = {v["name"]: v["overrides"] for v in STUDY["variant"]}
+study = load_study("deep-init")
 names = sys.argv[1:] or ["he-relu", "he-relu-bn", "xavier-selu", "xavier-selu-bn"]
 mnist = load_mnist()
 for name in names:
-    if name not in VARIANTS:
-        sys.exit(f"no deep-init variant {name!r}; one of: {', '.join(VARIANTS)}")
-    cfg = resolve_run_config("deep-dnn", VARIANTS[name], seed=0)
+    try:
+        cfg = study.config(study.variant(name), seed=0)  # the study's own run config
+    except MnistlabError as e:
+        sys.exit(f"grad_at_init: {e}")
     seed_everything(cfg.seed)
     model = create_model(cfg.model, cfg.model_config).train()
     splits = prepare_splits(mnist, cfg.data, cfg.seed)

@@ -175,7 +175,11 @@ def segment_image(
         loaded = load_image(source, name, max_side=WORK_SIDE)
     w, h = loaded.width, loaded.height
     one = single_digit(loaded.grey)
-    if single or (single is None and one.looks_like_one_digit() and not _holds_lines(loaded)):
+    auto_single = single is None and one.looks_like_one_digit()
+    # The page path's (ink map, blobs, labels) when a big image's shape alone would pick the
+    # single-digit path: computed once, used to decide and, for a page, to read it.
+    page = _find_page_digits(loaded) if auto_single and max(w, h) >= PAGE_CHECK_SIDE else None
+    if single or (auto_single and not (page and _holds_lines(page[1]))):
         singles = [one] if one.found else []
         if singles and not one.sure_of_polarity:  # the frame could not tell: the model will
             other = single_digit(loaded.grey, dark_ink=not one.ink.dark_ink)
@@ -184,9 +188,7 @@ def segment_image(
             s.ink.scale *= loaded.scale  # working pixels per pixel of the image itself
         crops = np.stack([s.crop for s in singles]) if singles else np.zeros((0, 28, 28), np.float32)
         return _Pending(Reading(name, w, h, dark_ink=one.ink.dark_ink, ink=one.ink), [], crops, singles)
-    im = ink_map(loaded.grey)
-    im.scale *= loaded.scale  # working pixels per pixel of the image itself, so boxes are in its frame
-    blobs, labels = find_digits(im)
+    im, blobs, labels = page or _find_page_digits(loaded)
     if lines is not None and blobs:
         _read_wide(im, labels, blobs, lines if isinstance(lines, LineReader) else _load_lines(str(lines)))
     every = blobs + [piece for b in blobs for pieces in b.splits for piece in pieces]
@@ -202,12 +204,18 @@ def segment_image(
 PAGE_CHECK_SIDE = 300
 
 
-def _holds_lines(loaded: GreyImage) -> bool:
-    """Does the page path find at least two lines of at least two digits each? No single digit
+def _find_page_digits(loaded: GreyImage) -> tuple[InkMap, list[Blob], np.ndarray]:
+    """The page path's segmentation: ink map (its scale in working pixels per pixel of the image
+    itself, so boxes are in its frame), digit blobs and the label image."""
+    im = ink_map(loaded.grey)
+    im.scale *= loaded.scale
+    blobs, labels = find_digits(im)
+    return im, blobs, labels
+
+
+def _holds_lines(blobs: list[Blob]) -> bool:
+    """Did the page path find at least two lines of at least two digits each? No single digit
     does, a page does, whatever its lighting (the page path removes the background locally)."""
-    if max(loaded.width, loaded.height) < PAGE_CHECK_SIDE:
-        return False
-    blobs, _ = find_digits(ink_map(loaded.grey))
     per_line = collections.Counter(b.line for b in blobs)
     return sum(n >= 2 for n in per_line.values()) >= 2
 
