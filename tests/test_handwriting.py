@@ -651,6 +651,12 @@ def test_a_lone_unsure_mark_at_the_frame_edge_is_not_a_line():
     chosen, probs = page(0.4, corner)
     alone = [chosen[0]]  # the only mark in the image answers, however unsure
     assert _drop_edge_marks(alone, probs, (300, 400)) == alone
+    # Marks each alone on a line and no line of text (a 16-px stretched 1 the page path cut in
+    # two, MNIST test digit 196 in docs/scripts/tight_crops.py): not a page, nothing is dropped.
+    top, bottom = _blob(0, 0, 16, 7), _blob(0, 8, 16, 16)
+    bottom.line = 1
+    probs[1] = probs[0]  # both unsure
+    assert _drop_edge_marks([(top, 0), (bottom, 1)], probs, (16, 16)) == [(top, 0), (bottom, 1)]
 
 
 def test_a_five_in_two_pieces_is_one_digit():

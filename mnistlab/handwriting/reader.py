@@ -318,23 +318,23 @@ def _drop_edge_marks(
     sure of it, or when it lies outside the block of text (more than a digit's height beyond
     every line of two digits or more): it is what is left of the paper's edge or corner (an L the
     edge rules let through, which reads as a sure 7) after the digits' lines were found. Only
-    when the page has other lines, so an image of one digit still answers."""
+    when the page has a line of two digits or more, so an image of one digit (or of marks the
+    page path could not join, a stretched 1 cut in pieces) still answers."""
     h, w = shape
     margin = EDGE_MARGIN * max(h, w)
     per_line = collections.Counter(b.line for b, _ in chosen)
-    if len(per_line) < 2:
-        return chosen
     text = [b for b, _ in chosen if per_line[b.line] >= 2]
-    if text:
-        reach = float(np.median([b.h for b in text]))
-        x0, y0 = min(b.x0 for b in text) - reach, min(b.y0 for b in text) - reach
-        x1, y1 = max(b.x1 for b in text) + reach, max(b.y1 for b in text) + reach
+    if not text:
+        return chosen
+    reach = float(np.median([b.h for b in text]))
+    x0, y0 = min(b.x0 for b in text) - reach, min(b.y0 for b in text) - reach
+    x1, y1 = max(b.x1 for b in text) + reach, max(b.y1 for b in text) + reach
 
     def edge_mark(b: Blob, i: int) -> bool:
         at_edge = b.x0 < margin or b.y0 < margin or b.x1 > w - margin or b.y1 > h - margin
         if per_line[b.line] != 1 or not at_edge:
             return False
-        outside = bool(text) and (b.x1 < x0 or b.x0 > x1 or b.y1 < y0 or b.y0 > y1)
+        outside = b.x1 < x0 or b.x0 > x1 or b.y1 < y0 or b.y0 > y1
         return outside or float(probs[i].max()) < LOW_CONFIDENCE
 
     kept = [(b, i) for b, i in chosen if not edge_mark(b, i)]
