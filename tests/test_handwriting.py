@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 from PIL import Image, ImageOps
 
 from mnistlab.config import AugmentConfig
@@ -720,3 +721,31 @@ def test_a_paper_edge_in_dashes_does_not_set_the_digit_size():
     im = InkMap(mask.astype(np.float32), mask, 1.0, True, 0.0)
     blobs, _ = find_digits(im)
     assert sorted((b.x0, b.y0) for b in blobs) == sorted(zeros)
+
+
+def test_bold_ink_among_specks_is_not_hollowed_into_pieces(mnist, reader_run):
+    """Regression (make-pages --seed 32, page-007: 47 errors on one page): the pen's width was the
+    plain median over the ink's components, and a shadow's noisy edge left hundreds of 2-px
+    specks against two dozen bold digits, so the pen measured 2.7 px for 10-px strokes; the paper
+    estimate's opening, narrower than a stroke, took each stroke's core for paper and broke every
+    digit into its outline's fragments. Each digit is one blob again."""
+    from mnistlab.handwriting.segment import _component_stroke_width, find_digits, ink_map
+
+    rng = np.random.default_rng(0)
+    side, gap = 90, 50
+    page = np.full((2 * gap + 4 * (side + gap), 2 * gap + 6 * (side + 20)), 0.9, np.float32)
+    for j in range(4):
+        for k in range(6):
+            d = _canvas(mnist, 6 * j + k, side).astype(np.float32) / 255
+            d = ndimage.grey_dilation(d, size=7)  # a felt pen: ~12-px strokes
+            y, x = gap + j * (side + gap), gap + k * (side + 20)
+            page[y : y + side, x : x + side] = np.minimum(page[y : y + side, x : x + side], 0.9 - 0.8 * d)
+    page = ndimage.gaussian_filter(page, 1.5)  # out of focus
+    noisy = rng.random((30, page.shape[1])) < 0.5  # the paper's top edge in a noisy shadow: specks
+    page[:30][noisy] = 0.3
+    im = ink_map(page)
+    assert _component_stroke_width(im.mask) > 9  # the plain median: 2.2
+    blobs, _ = find_digits(im)
+    assert len([b for b in blobs if b.y0 > 40]) == 24
+    r = read_image(page, reader_run[1])
+    assert [len(s) for s in r.text.split("\n")] == [6, 6, 6, 6], r.text

@@ -131,8 +131,14 @@ def detect_dark_ink(grey: np.ndarray) -> bool:
 
 
 def _component_stroke_width(mask: np.ndarray) -> float:
-    """Median over the ink's components of 2 x area / boundary: the pen's width in pixels.
-    The median ignores the few large blobs (a shadow's edge, the table beside the page)."""
+    """The pen's width in pixels: 2 x area / boundary of each of the ink's components, their
+    median weighted by area, no component weighing more than the 90th percentile of areas.
+
+    Weighted by area because a page under a shadow's noisy edge has hundreds of 2-px specks of
+    20-90 px against forty digits of 1,000 px: the plain median of components was the specks'
+    width (2.7 px for 10-px strokes, make-pages --seed 32 page-007), the paper estimate's opening
+    was then narrower than a stroke and hollowed every bold digit into fragments. The cap keeps
+    a few large blobs (a shadow's edge, the table beside the page) from setting it alone."""
     labels, n = ndimage.label(mask)
     if n == 0:
         return 0.0
@@ -142,7 +148,11 @@ def _component_stroke_width(mask: np.ndarray) -> float:
     ok = area >= 20
     if not ok.any():
         return 2.0
-    return float(np.median(2 * area[ok] / np.maximum(1, boundary[ok])))
+    width = 2 * area[ok] / np.maximum(1, boundary[ok])
+    weight = np.minimum(area[ok], np.percentile(area[ok], 90))
+    order = np.argsort(width)
+    cum = np.cumsum(weight[order])
+    return float(width[order][np.searchsorted(cum, cum[-1] / 2)])
 
 
 def ink_map(grey: np.ndarray) -> InkMap:
