@@ -749,3 +749,37 @@ def test_bold_ink_among_specks_is_not_hollowed_into_pieces(mnist, reader_run):
     assert len([b for b in blobs if b.y0 > 40]) == 24
     r = read_image(page, reader_run[1])
     assert [len(s) for s in r.text.split("\n")] == [6, 6, 6, 6], r.text
+
+
+def test_two_touching_digits_are_cut_where_both_models_agree():
+    """Regression (make-pages --seed 34, page-016: `04` read `64`): of a component the line
+    reader read as two digits, the column with the least ink ran through the 0's hole and gave
+    the 0's right half to the 4; the classifier read the left half as a sure 6 (0.93), surer than
+    the right cut's 0 (0.87). Now cuts across the component are tried (`segment.pair_cuts`) and
+    the reader keeps, of the cuts where the classifier reads the digits the line reader read,
+    the one it is surest of."""
+    from mnistlab.handwriting.reader import Reading, _finish, _Pending
+    from mnistlab.handwriting.segment import pair_cuts
+
+    region = np.zeros((90, 160), bool)
+    yy, xx = np.mgrid[0:90, 0:160]
+    ring = (((xx - 40) / 38) ** 2 + ((yy - 45) / 44) ** 2 <= 1) & (((xx - 40) / 30) ** 2 + ((yy - 45) / 36) ** 2 > 1)
+    region |= ring
+    region[0:90, 140:148] = True  # the 4's stem ...
+    region[50:58, 78:148] = True  # ... and its bar, touching the 0's side at column 78
+    region[0:55, 95:103] = True  # ... and its left stroke
+    b = Blob(0, 0, 160, 90, [1])
+    cuts = [ps[0].cut[1] for ps in pair_cuts(b, region, 90.0)]
+    assert len(cuts) == 9 and any(74 <= c <= 84 for c in cuts), cuts
+    # The line reader read "04"; two cuts: through the hole (6 0.93, 4 0.999), at the join (0 0.87, 4 0.99).
+    hole = [Blob(0, 0, 52, 90, [1], (0, 52)), Blob(52, 0, 160, 90, [1], (52, 160))]
+    join = [Blob(0, 0, 80, 90, [1], (0, 80)), Blob(80, 0, 160, 90, [1], (80, 160))]
+    b.splits, b.line_read = [hole, join], [0, 4]
+    probs = torch.full((5, 10), 0.001)
+    for i, (digit, conf) in enumerate([(2, 0.77), (6, 0.93), (4, 0.999), (0, 0.87), (4, 0.99)]):
+        probs[i, digit] = conf
+    pending = _Pending(Reading("page", 160, 90), [b], np.zeros((5, 28, 28), np.float32))
+    assert _finish(pending, probs).text == "04"
+    b.line_read = [6, 4]  # no cut reads what the line reader read: the classifier's surest, as before
+    pending = _Pending(Reading("page", 160, 90), [b], np.zeros((5, 28, 28), np.float32))
+    assert _finish(pending, probs).text == "64"

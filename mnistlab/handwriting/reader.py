@@ -26,7 +26,7 @@ from mnistlab.errors import MnistlabError
 from mnistlab.handwriting.images import GreyImage, ImageSource, load_image
 from mnistlab.handwriting.lines import LineReader, to_strip
 from mnistlab.handwriting.normalize import SingleDigit, normalize_digit, single_digit
-from mnistlab.handwriting.segment import WORK_SIDE, Blob, InkMap, cuts_between_peaks, find_digits, ink_map
+from mnistlab.handwriting.segment import WORK_SIDE, Blob, InkMap, cuts_between_peaks, find_digits, ink_map, pair_cuts
 from mnistlab.predictor import Predictor
 
 LOW_CONFIDENCE = 0.7  # below this a digit is flagged (shown with "?")
@@ -153,12 +153,18 @@ def _read_wide(im: InkMap, labels: np.ndarray, blobs: list[Blob], lines: LineRea
         if len(digits) < 2:
             continue
         sx = b.w / strip.shape[1]
-        pieces = cuts_between_peaks(b, own, [c * sx for c in cols], max(b.h, 0.8 * typical_h))
+        peaks, ref_h = [c * sx for c in cols], max(b.h, 0.8 * typical_h)
+        pieces = cuts_between_peaks(b, own, peaks, ref_h)
+        more = [pieces] if len(pieces) == len(digits) else []
+        if len(digits) == 2:
+            more += pair_cuts(b, own, ref_h)
         known = {tuple(p.cut for p in ps) for ps in b.splits}
-        if len(pieces) == len(digits) and tuple(p.cut for p in pieces) not in known:
-            for piece in pieces:
-                piece.line = b.line
-            b.splits.append(pieces)
+        for ps in more:
+            if tuple(p.cut for p in ps) not in known:
+                known.add(tuple(p.cut for p in ps))
+                for piece in ps:
+                    piece.line = b.line
+                b.splits.append(ps)
 
 
 def segment_image(
@@ -276,8 +282,11 @@ def _finish(p: _Pending, probs: torch.Tensor) -> Reading:
         if k == 1:  # the line reader read one digit: the whole blob
             chosen.append((b, i))
             continue
-        if fits:  # as many pieces as it read digits: the cut the classifier is surest of
-            chosen += max(fits, key=lambda f: f[0])[1]
+        if fits:  # as many pieces as it read digits: the cut the classifier is surest of ...
+            # ... of those where it reads the digits the line reader read, when there are any: the
+            # classifier alone is sure of a 0's left half as a 6 (0.93), the two models together not.
+            agree = [f for f in fits if [int(probs[j].argmax()) for _, j in f[1]] == b.line_read]
+            chosen += max(agree or fits, key=lambda f: f[0])[1]
             continue
         if best is None or (n == 1 and b.w < 1.6 * b.h):  # a lone digit (a canvas, a crop): wide, not two
             chosen.append((b, i))
