@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ def explain_figure(source: ImageSource, reading: Reading, out: Path) -> Path:
     if reading.ink is not None:
         ax_mask.imshow(reading.ink.mask, cmap="gray")
         ink = "dark" if reading.dark_ink else "light"
-        ax_mask.set_title(f"ink mask ({ink} ink, background removed)")
+        ax_mask.set_title(f"ink mask ({ink} ink, paper removed)", fontsize=10)
     ax_box.imshow(grey, cmap="gray", vmin=0, vmax=1, extent=frame)
     for d in reading.digits:
         x, y, w, h = d.box
@@ -46,7 +47,9 @@ def explain_figure(source: ImageSource, reading: Reading, out: Path) -> Path:
         ax_box.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor=color, linewidth=1.5))
         ax_box.text(x, y - 2, str(d.digit), color=color, fontsize=11, fontweight="bold", va="bottom")
     text = reading.text.replace("\n", " / ") if reading.found else "no digit found"
-    ax_box.set_title(f"read: {text}"[:60])
+    # Long readings wrap at 34 characters a line (one panel is a third of the figure's 12 inches):
+    # one line of 60 ran over the mask panel's title.
+    ax_box.set_title(textwrap.fill(f"read: {text}"[:100], 34), fontsize=10)
     for ax in (ax_in, ax_mask, ax_box):
         ax.set_xticks([])
         ax.set_yticks([])
