@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from scipy import ndimage
 from PIL import Image, ImageOps
+from scipy import ndimage
 
 from mnistlab.config import AugmentConfig
 from mnistlab.errors import ImageError
