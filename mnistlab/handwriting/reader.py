@@ -139,7 +139,8 @@ def _load_lines(path: str) -> LineReader:
 
 def _read_wide(im: InkMap, labels: np.ndarray, blobs: list[Blob], lines: LineReader) -> None:
     """Components wider than LINE_MIN_WIDTH heights, read by the line reader: how many digits
-    (`blob.line_read`) and, for two or more, its cut between their CTC peaks as one more split."""
+    (`blob.line_read`) and, for two or more, its cut between their CTC peaks as one more split;
+    for two, also the cuts of `segment.pair_cuts`."""
     wide = [b for b in blobs if b.w >= LINE_MIN_WIDTH * b.h]
     if not wide:
         return
@@ -160,8 +161,9 @@ def _read_wide(im: InkMap, labels: np.ndarray, blobs: list[Blob], lines: LineRea
             more += pair_cuts(b, own, ref_h)
         known = {tuple(p.cut for p in ps) for ps in b.splits}
         for ps in more:
-            if tuple(p.cut for p in ps) not in known:
-                known.add(tuple(p.cut for p in ps))
+            key = tuple(p.cut for p in ps)
+            if key not in known:
+                known.add(key)
                 for piece in ps:
                     piece.line = b.line
                 b.splits.append(ps)

@@ -382,7 +382,7 @@ def _split_touching(blobs: list[Blob], labels: np.ndarray, typical_h: float) -> 
             proposals.append([0, cut, b.w])
         seen = set()
         for cuts in proposals:
-            pieces = _pieces(b, region, cuts, min_w=max(2, int(0.1 * ref_h)), min_h=0.35 * ref_h)
+            pieces = _pieces(b, region, cuts, ref_h)
             key = tuple(p.cut for p in pieces)
             if len(pieces) >= 2 and key not in seen:
                 seen.add(key)
@@ -401,8 +401,10 @@ def _emptiest_columns(cols: np.ndarray, lo: int, hi: int, min_gap: int, n: int =
     return chosen
 
 
-def _pieces(b: Blob, region: np.ndarray, cuts: list[int], min_w: int, min_h: float) -> list[Blob]:
-    """The pieces between consecutive cuts; [] if any would be too thin or too short for a digit."""
+def _pieces(b: Blob, region: np.ndarray, cuts: list[int], ref_h: float) -> list[Blob]:
+    """The pieces between consecutive cuts; [] if any would be too thin (under a tenth of the
+    digit height `ref_h`, 2 px at least) or too short (under 0.35 of it) for a digit."""
+    min_w, min_h = max(2, int(0.1 * ref_h)), 0.35 * ref_h
     pieces = []
     for a, c in zip(cuts, cuts[1:], strict=False):
         rows = np.flatnonzero(region[:, a:c].any(1))
@@ -488,7 +490,7 @@ def cuts_between_peaks(b: Blob, region: np.ndarray, peaks: list[float], ref_h: f
         if hi <= lo:
             return []
         cuts.append(lo + int(np.argmin(cols[lo:hi])))
-    return _pieces(b, region, [*cuts, b.w], min_w=max(2, int(0.1 * ref_h)), min_h=0.35 * ref_h)
+    return _pieces(b, region, [*cuts, b.w], ref_h)
 
 
 PAIR_CUTS = 9  # columns tried across a component the line reader read as two digits
@@ -503,7 +505,7 @@ def pair_cuts(b: Blob, region: np.ndarray, ref_h: float) -> list[list[Blob]]:
     given to the 4)."""
     out = []
     for c in np.linspace(0.2 * b.w, 0.8 * b.w, PAIR_CUTS):
-        pieces = _pieces(b, region, [0, int(round(c)), b.w], min_w=max(2, int(0.1 * ref_h)), min_h=0.35 * ref_h)
+        pieces = _pieces(b, region, [0, int(round(c)), b.w], ref_h)
         if len(pieces) == 2:
             out.append(pieces)
     return out
